@@ -1,0 +1,127 @@
+"""vsml_step: every usable backend against reference eager and reference under torch.compile.
+
+A correctness check against the float64 reference runs first; a wrong kernel reports no speed.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch
+
+import metalearn_ext
+from benchmarks.timing import median_seconds
+from metalearn_ext.ops.vsml_step import vsml_step, vsml_step_reference
+from metalearn_ext.ops.vsml_step.inputs import make_inputs
+
+SHAPES = [(16, 64, 10, 16, 8), (1, 784, 10, 16, 8), (16, 784, 10, 16, 8), (64, 100, 32, 16, 8)]  # (T, A, B, N, M)
+TICKS = 2
+# Peak HBM bandwidth by product name (bytes/s), for the roofline fraction.
+PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.039e12, "A100": 1.555e12}
+
+
+def candidates(device: str) -> dict[str, Callable]:
+    """name -> f(h, c, fwd_in, bwd_in, weight, bias) for every variant to time on this device."""
+    torch._dynamo.config.cache_size_limit = 64
+    ref = functools.partial(vsml_step_reference, ticks=TICKS)
+    out = {"reference": ref, "reference+compile": torch.compile(ref, dynamic=False)}
+    report = metalearn_ext.backends()
+    for name in ("cpp",) if device == "cpu" else ("cuda", "triton"):
+        if report[name].available:
+            out[name] = functools.partial(vsml_step, ticks=TICKS, backend=name)
+    return out
+
+
+def _with_grads(fn, inputs, upstream):
+    leaves = [x.detach().requires_grad_(True) for x in inputs]
+    out = fn(*leaves)
+    return out, torch.autograd.grad(sum((o * u).sum() for o, u in zip(out, upstream)), leaves)
+
+
+def check(fn, inputs, upstream) -> str | None:
+    """None if fn's outputs and gradients match the float64 reference, else what differs."""
+    want_out, want_grads = _with_grads(functools.partial(vsml_step_reference, ticks=TICKS),
+                                       [x.double() for x in inputs], [u.double() for u in upstream])
+    got_out, got_grads = _with_grads(fn, inputs, upstream)
+    names = ["h", "c", "fwd_mean", "bwd_mean"] + [f"grad {n}" for n in ("h", "c", "fwd_in", "bwd_in", "weight", "bias")]
+    for name, got, want in zip(names, list(got_out) + list(got_grads), list(want_out) + list(want_grads)):
+        scale = max(1.0, want.abs().max().item())
+        err = (got.double() - want).abs().max().item()
+        if not err <= 1e-4 * scale:  # also catches NaN
+            return f"{name}: max abs error {err:.3g} (allowed {1e-4 * scale:.3g})"
+    return None
+
+
+def peak_bandwidth(device: str) -> tuple[float | None, float | None]:
+    """(spec peak from the product name, measured device-to-device copy bandwidth), bytes/s."""
+    if device != "cuda":
+        return None, None
+    name = torch.cuda.get_device_name()
+    spec = next((bw for key, bw in PEAK_BANDWIDTH.items() if key in name), None)
+    x = torch.empty(256 * 2**20, device="cuda")  # 1 GiB
+    t = median_seconds(lambda: x.clone(), "cuda")
+    return spec, 2 * x.numel() * 4 / t
+
+
+def io_bytes(T, A, B, N, M, per_copy=False) -> int:
+    """Bytes the op must move: h, c read and written once, messages and parameters read, means written."""
+    w = (T if per_copy else 1) * 4 * N * (2 * M + N + 1)
+    return 4 * (4 * T * A * B * N + T * A * M + T * B * M + w + T * B * N + T * A * N)
+
+
+def run(device: str = "cpu", shapes=SHAPES, extra: dict[str, Callable] | None = None) -> list[dict]:
+    """One row per (shape, variant, mode) with the median time and synapse-ticks/s."""
+    rows = []
+    spec_bw, copy_bw = peak_bandwidth(device)
+    variants = {**candidates(device), **(extra or {})}
+    for shape in shapes:
+        T, A, B, N, M = shape
+        inputs = make_inputs(*shape, device=device)
+        g = torch.Generator().manual_seed(1)
+        upstream = [torch.randn(s, generator=g).to(device) for s in [(T, A, B, N)] * 2 + [(T, B, N), (T, A, N)]]
+        base = {}
+        for name, fn in variants.items():
+            error = check(fn, inputs, upstream)
+            for mode in ("fwd", "fwd+bwd"):
+                row = dict(op="vsml_step", shape=list(shape), ticks=TICKS, backend=name, mode=mode, device=device,
+                           ok=error is None, error=error)
+                if error is None:
+                    if mode == "fwd":
+                        def call(fn=fn):
+                            with torch.no_grad():
+                                return fn(*inputs)
+                    else:
+                        call = functools.partial(_with_grads, fn, inputs, upstream)
+                    t = median_seconds(call, device)
+                    row.update(median_ms=t * 1e3, synapse_ticks_per_s=T * A * B * TICKS / t)
+                    if name in ("reference", "reference+compile"):
+                        base[(name, mode)] = t
+                    for ref_name in ("reference", "reference+compile"):
+                        if (ref_name, mode) in base:
+                            row[f"speedup_vs_{ref_name}"] = base[(ref_name, mode)] / t
+                    if mode == "fwd" and spec_bw:
+                        bw = io_bytes(*shape) / t
+                        row.update(gbytes_per_s=bw / 1e9, roofline_fraction=bw / spec_bw,
+                                   copy_bw_fraction=bw / copy_bw)
+                rows.append(row)
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = f"{'shape (T,A,B,N,M)':<22} {'backend':<18} {'mode':<8} {'median ms':>10} {'Msyn-tick/s':>12} " \
+           f"{'x ref':>7} {'x compiled':>10} {'roofline':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if not r["ok"]:
+            lines.append(f"{str(tuple(r['shape'])):<22} {r['backend']:<18} {r['mode']:<8} WRONG: {r['error']}")
+            continue
+        roof = f"{r['roofline_fraction']:.0%}" if "roofline_fraction" in r else "-"
+        lines.append(
+            f"{str(tuple(r['shape'])):<22} {r['backend']:<18} {r['mode']:<8} {r['median_ms']:>10.3f} "
+            f"{r['synapse_ticks_per_s'] / 1e6:>12.1f} {r.get('speedup_vs_reference', float('nan')):>7.2f} "
+            f"{r.get('speedup_vs_reference+compile', float('nan')):>10.2f} {roof:>9}")
+    return "\n".join(lines)
+
+
+BENCHES = {"vsml_step": run}
+FORMATTERS = {"vsml_step": format_rows}

@@ -1,0 +1,508 @@
+"""Triton backend of ``vsml_step`` (specs/vsml.md §1): fused forward and backward kernels.
+
+Shapes: h, c (T, A, B, N); fwd_in (T, A, M); bwd_in (T, B, M);
+weight (4N, 2M+N) or (T, 4N, 2M+N), columns [W_fwd | W_bwd | W_h]; bias (4N,) or (T, 4N).
+Returns h', c' (T, A, B, N), fwd_mean (T, B, N) = mean_a h', bwd_mean (T, A, N) = mean_b h'.
+
+Design:
+* The messages are fixed over the ticks of a step, so torch matmuls project them once per
+  row / column before the kernel: row = fwd_in·W_fwdᵀ + bias (T, A, 4N), col = bwd_in·W_bwdᵀ
+  (T, B, 4N). The kernels only see row, col and W_h (T or 1, 4N, N).
+* One program owns a tile of BLOCK_A × BLOCK_B synapses of one copy t. It loads h, c once,
+  runs every tick in registers (four N×N gate products: tl.dot in IEEE fp32 when N ≥ 16,
+  a broadcast multiply-and-sum for smaller N) and writes h', c' once: the state crosses
+  memory exactly once each way, which is the op's memory-bound floor.
+* The means are fused: each tile reduces its h' over a and over b in registers and adds the
+  partial sums, scaled by 1/A and 1/B, into zeroed fp32 buffers with atomics. A layout where
+  one program owns whole rows *and* whole columns does not exist, so one of the two means
+  needs a cross-program reduction anyway; atomics of (BLOCK_B + BLOCK_A)·N floats per tile are
+  a small fraction of the tile's 4·BLOCK_A·BLOCK_B·N floats of state traffic and avoid a
+  second pass over h'. (Summation order is therefore not deterministic at the ulp level.)
+* BLOCK_B is the largest power of two (≤ 64, ≤ the tile) that pads B by at most B/16, so a
+  small B (e.g. 10 classes) is not padded to 16; BLOCK_A fills the rest of the tile.
+* Backward recomputes from the saved inputs only (memory stays O(inputs)): for tick
+  k = ticks..1 it reruns the forward from the initial state to tick k−1 in registers
+  (O(ticks²) ticks, ticks is small), then backpropagates through tick k. Per tile it sums the
+  gate pre-activation gradients over ticks and reduces them over b (→ g_row) and over a
+  (→ g_col) with atomics; g_wh = Σ dz ⊗ h_prev is accumulated in registers across the tiles
+  of a persistent program and added once per program, so the shared (4N, N) block sees few
+  atomics. A torch epilogue turns g_row / g_col / g_wh into the input, weight and bias grads.
+* The backward op is not itself differentiable (no double backward).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["available", "supports", "vsml_step_triton"]
+
+_MAX_N = 64
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# Guarded import: this file must import without triton. The kernels below are built at import
+# time, so whether they run under the interpreter is fixed by TRITON_INTERPRET at that moment.
+try:
+    import triton
+    import triton.language as tl
+
+    _TRITON_ERROR = ""
+except Exception as exc:  # ImportError, or a broken install raising anything else
+    triton = None
+    tl = None
+    _TRITON_ERROR = f"triton cannot be imported ({type(exc).__name__}: {exc}); install it with `pip install triton`"
+_INTERPRETED = triton is not None and _interpret()
+
+
+def supports(device: torch.device | str) -> tuple[bool, str]:
+    """Whether the Triton kernels can run on tensors of ``device``; the reason when not."""
+    if triton is None:
+        return False, _TRITON_ERROR
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False, "CUDA tensors need a CUDA GPU, and torch.cuda.is_available() is False"
+        return True, ""
+    if device.type == "cpu":
+        if not _INTERPRETED:
+            return False, ("Triton runs on CPU tensors only under its interpreter: set TRITON_INTERPRET=1 "
+                           "before triton and metalearn_ext are imported")
+        return True, ""
+    return False, f"Triton kernels do not run on {device.type} tensors"
+
+
+def available() -> tuple[bool, str]:
+    """Whether the Triton backend can run here: on a CUDA GPU, or on CPU under TRITON_INTERPRET=1."""
+    if triton is not None and torch.cuda.is_available():
+        return True, ""
+    return supports(torch.device("cpu"))
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels, built on first use so that importing this file never needs triton.
+# --------------------------------------------------------------------------------------------
+
+
+def _pick_block_b(b: int, block_s: int) -> int:
+    best = 1
+    bb = 1
+    while bb <= min(block_s, 64):
+        if -(-b // bb) * bb - b <= b // 16:
+            best = bb
+        bb *= 2
+    return best
+
+
+def _configs() -> list:
+    if _INTERPRETED:  # the interpreter is slow: a single small tile, no tuning
+        return [triton.Config({"BLOCK_S": 16}, num_warps=1)]
+    return [
+        triton.Config({"BLOCK_S": 32}, num_warps=2),
+        triton.Config({"BLOCK_S": 64}, num_warps=4),
+        triton.Config({"BLOCK_S": 128}, num_warps=4),
+        triton.Config({"BLOCK_S": 128}, num_warps=8),
+        triton.Config({"BLOCK_S": 256}, num_warps=8),
+    ]
+
+
+_HEURISTICS = {
+    "BLOCK_B": lambda args: _pick_block_b(args["B"], args["BLOCK_S"]),
+    "BLOCK_A": lambda args: args["BLOCK_S"] // _pick_block_b(args["B"], args["BLOCK_S"]),
+    "USE_DOT": lambda args: args["N"] >= 16 and args["BLOCK_S"] >= 16,
+}
+
+
+if triton is not None:
+
+    @triton.jit
+    def _tanh(x):
+        return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+    @triton.jit
+    def _matvec(x, w, USE_DOT: tl.constexpr):
+        # out[s, j] = sum_n x[s, n] * w[n, j]
+        if USE_DOT:
+            return tl.dot(x, w, input_precision="ieee")
+        else:
+            return tl.sum(x[:, :, None] * w[None, :, :], axis=1)
+
+    @triton.jit
+    def _outer_sum(dz, hp, USE_DOT: tl.constexpr):
+        # out[j, n] = sum_s dz[s, j] * hp[s, n]
+        if USE_DOT:
+            return tl.dot(tl.trans(dz), hp, input_precision="ieee")
+        else:
+            return tl.sum(dz[:, :, None] * hp[:, None, :], axis=0)
+
+    @triton.jit
+    def _tick(h, c, mi, mf, mg, mo, wti, wtf, wtg, wto, USE_DOT: tl.constexpr):
+        i = tl.sigmoid(mi + _matvec(h, wti, USE_DOT))
+        f = tl.sigmoid(mf + _matvec(h, wtf, USE_DOT))
+        g = _tanh(mg + _matvec(h, wtg, USE_DOT))
+        o = tl.sigmoid(mo + _matvec(h, wto, USE_DOT))
+        c = f * c + i * g
+        h = o * _tanh(c)
+        return h, c
+
+    @triton.jit
+    def _load_msg(row_base, col_base, ra, rb, n, A, B, gate: tl.constexpr, N: tl.constexpr,
+                  BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+        # row[t, a, gate*N + n] + col[t, b, gate*N + n] for every synapse of the tile, as (S, N)
+        r = tl.load(row_base + ra[:, None] * (4 * N) + gate * N + n[None, :], mask=(ra < A)[:, None], other=0.0)
+        q = tl.load(col_base + rb[:, None] * (4 * N) + gate * N + n[None, :], mask=(rb < B)[:, None], other=0.0)
+        return tl.reshape(r[:, None, :] + q[None, :, :], (BLOCK_A * BLOCK_B, N))
+
+    @triton.jit
+    def _load_wt(w_base, j, n, gate: tl.constexpr, N: tl.constexpr):
+        # W_h[gate*N + j, n] laid out as (n, j): the right operand of h @ W_gateᵀ
+        return tl.load(w_base + (gate * N + j[None, :]) * N + n[:, None])
+
+    @triton.jit
+    def _load_w(w_base, j, n, gate: tl.constexpr, N: tl.constexpr):
+        # W_h[gate*N + j, n] laid out as (j, n): the right operand of dz @ W_gate
+        return tl.load(w_base + (gate * N + j[:, None]) * N + n[None, :])
+
+    @triton.autotune(configs=_configs(), key=["A", "B", "N", "ticks"], reset_to_zero=["fm_ptr", "bm_ptr"])
+    @triton.heuristics(_HEURISTICS)
+    @triton.jit
+    def _fwd_kernel(h_ptr, c_ptr, row_ptr, col_ptr, wh_ptr, ho_ptr, co_ptr, fm_ptr, bm_ptr,
+                    A, B, stride_wt, ticks, inv_a, inv_b,
+                    N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
+                    USE_DOT: tl.constexpr):
+        pid = tl.program_id(0)
+        tiles_b = tl.cdiv(B, BLOCK_B)
+        tiles = tl.cdiv(A, BLOCK_A) * tiles_b
+        t = (pid // tiles).to(tl.int64)
+        tile = pid % tiles
+        a0 = (tile // tiles_b) * BLOCK_A
+        b0 = (tile % tiles_b) * BLOCK_B
+
+        n = tl.arange(0, N)
+        ra = a0 + tl.arange(0, BLOCK_A)
+        rb = b0 + tl.arange(0, BLOCK_B)
+        s = tl.arange(0, BLOCK_S)
+        sa = a0 + s // BLOCK_B
+        sb = b0 + s % BLOCK_B
+        smask = (sa < A) & (sb < B)
+        offs = (((t * A + sa) * B + sb) * N)[:, None] + n[None, :]
+        mask2 = smask[:, None]
+
+        h = tl.load(h_ptr + offs, mask=mask2, other=0.0)
+        c = tl.load(c_ptr + offs, mask=mask2, other=0.0)
+        row_base = row_ptr + t * A * (4 * N)
+        col_base = col_ptr + t * B * (4 * N)
+        mi = _load_msg(row_base, col_base, ra, rb, n, A, B, 0, N, BLOCK_A, BLOCK_B)
+        mf = _load_msg(row_base, col_base, ra, rb, n, A, B, 1, N, BLOCK_A, BLOCK_B)
+        mg = _load_msg(row_base, col_base, ra, rb, n, A, B, 2, N, BLOCK_A, BLOCK_B)
+        mo = _load_msg(row_base, col_base, ra, rb, n, A, B, 3, N, BLOCK_A, BLOCK_B)
+        w_base = wh_ptr + t * stride_wt
+        wti = _load_wt(w_base, n, n, 0, N)
+        wtf = _load_wt(w_base, n, n, 1, N)
+        wtg = _load_wt(w_base, n, n, 2, N)
+        wto = _load_wt(w_base, n, n, 3, N)
+
+        for _ in range(ticks):
+            h, c = _tick(h, c, mi, mf, mg, mo, wti, wtf, wtg, wto, USE_DOT)
+
+        tl.store(ho_ptr + offs, h, mask=mask2)
+        tl.store(co_ptr + offs, c, mask=mask2)
+
+        hz = tl.reshape(tl.where(mask2, h, 0.0), (BLOCK_A, BLOCK_B, N))
+        fm = tl.sum(hz, axis=0) * inv_a  # (BLOCK_B, N): partial mean over a
+        bm = tl.sum(hz, axis=1) * inv_b  # (BLOCK_A, N): partial mean over b
+        # Masks spelled out at full shape: the interpreter does not broadcast atomic masks.
+        nmask = (n < N)[None, :]
+        tl.atomic_add(fm_ptr + (t * B + rb)[:, None] * N + n[None, :], fm, mask=(rb < B)[:, None] & nmask)
+        tl.atomic_add(bm_ptr + (t * A + ra)[:, None] * N + n[None, :], bm, mask=(ra < A)[:, None] & nmask)
+
+    @triton.autotune(configs=_configs(), key=["A", "B", "N", "ticks"],
+                     reset_to_zero=["grow_ptr", "gcol_ptr", "gwh_ptr"])
+    @triton.heuristics(_HEURISTICS)
+    @triton.jit
+    def _bwd_kernel(h_ptr, c_ptr, row_ptr, col_ptr, wh_ptr, gh_ptr, gc_ptr, gfm_ptr, gbm_ptr,
+                    gh0_ptr, gc0_ptr, grow_ptr, gcol_ptr, gwh_ptr,
+                    T, A, B, stride_wt, ticks, inv_a, inv_b,
+                    N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
+                    USE_DOT: tl.constexpr):
+        pid = tl.program_id(0)
+        programs_per_t = tl.num_programs(0) // T
+        t = (pid // programs_per_t).to(tl.int64)
+        p = pid % programs_per_t
+        tiles_b = tl.cdiv(B, BLOCK_B)
+        tiles = tl.cdiv(A, BLOCK_A) * tiles_b
+
+        n = tl.arange(0, N)
+        s = tl.arange(0, BLOCK_S)
+        row_base = row_ptr + t * A * (4 * N)
+        col_base = col_ptr + t * B * (4 * N)
+        w_base = wh_ptr + t * stride_wt
+        wti = _load_wt(w_base, n, n, 0, N)
+        wtf = _load_wt(w_base, n, n, 1, N)
+        wtg = _load_wt(w_base, n, n, 2, N)
+        wto = _load_wt(w_base, n, n, 3, N)
+        wi = _load_w(w_base, n, n, 0, N)
+        wf = _load_w(w_base, n, n, 1, N)
+        wg = _load_w(w_base, n, n, 2, N)
+        wo = _load_w(w_base, n, n, 3, N)
+
+        gwi = tl.zeros((N, N), dtype=tl.float32)
+        gwf = tl.zeros((N, N), dtype=tl.float32)
+        gwg = tl.zeros((N, N), dtype=tl.float32)
+        gwo = tl.zeros((N, N), dtype=tl.float32)
+
+        for tile in range(p, tiles, programs_per_t):
+            a0 = (tile // tiles_b) * BLOCK_A
+            b0 = (tile % tiles_b) * BLOCK_B
+            ra = a0 + tl.arange(0, BLOCK_A)
+            rb = b0 + tl.arange(0, BLOCK_B)
+            sa = a0 + s // BLOCK_B
+            sb = b0 + s % BLOCK_B
+            smask = (sa < A) & (sb < B)
+            offs = (((t * A + sa) * B + sb) * N)[:, None] + n[None, :]
+            mask2 = smask[:, None]
+            # Full-shape masks: the interpreter does not broadcast atomic masks.
+            ramask = (ra < A)[:, None] & (n < N)[None, :]
+            rbmask = (rb < B)[:, None] & (n < N)[None, :]
+
+            h0 = tl.load(h_ptr + offs, mask=mask2, other=0.0)
+            c0 = tl.load(c_ptr + offs, mask=mask2, other=0.0)
+            mi = _load_msg(row_base, col_base, ra, rb, n, A, B, 0, N, BLOCK_A, BLOCK_B)
+            mf = _load_msg(row_base, col_base, ra, rb, n, A, B, 1, N, BLOCK_A, BLOCK_B)
+            mg = _load_msg(row_base, col_base, ra, rb, n, A, B, 2, N, BLOCK_A, BLOCK_B)
+            mo = _load_msg(row_base, col_base, ra, rb, n, A, B, 3, N, BLOCK_A, BLOCK_B)
+
+            # Gradient arriving on the final h: its own, plus both means' (masked lanes stay 0).
+            gfm = tl.load(gfm_ptr + (t * B + rb)[:, None] * N + n[None, :], mask=rbmask, other=0.0) * inv_a
+            gbm = tl.load(gbm_ptr + (t * A + ra)[:, None] * N + n[None, :], mask=ramask, other=0.0) * inv_b
+            dh = tl.load(gh_ptr + offs, mask=mask2, other=0.0)
+            dh += tl.reshape(gbm[:, None, :] + gfm[None, :, :], (BLOCK_S, N))
+            dh = tl.where(mask2, dh, 0.0)
+            dc = tl.load(gc_ptr + offs, mask=mask2, other=0.0)
+
+            szi = tl.zeros((BLOCK_S, N), dtype=tl.float32)
+            szf = tl.zeros((BLOCK_S, N), dtype=tl.float32)
+            szg = tl.zeros((BLOCK_S, N), dtype=tl.float32)
+            szo = tl.zeros((BLOCK_S, N), dtype=tl.float32)
+            for kk in range(ticks):
+                # Recompute the state entering tick k = ticks - kk from the saved inputs.
+                hp = h0
+                cp = c0
+                for _ in range(ticks - 1 - kk):
+                    hp, cp = _tick(hp, cp, mi, mf, mg, mo, wti, wtf, wtg, wto, USE_DOT)
+                si = tl.sigmoid(mi + _matvec(hp, wti, USE_DOT))
+                sf = tl.sigmoid(mf + _matvec(hp, wtf, USE_DOT))
+                tg = _tanh(mg + _matvec(hp, wtg, USE_DOT))
+                so = tl.sigmoid(mo + _matvec(hp, wto, USE_DOT))
+                tc = _tanh(sf * cp + si * tg)
+
+                dcn = dc + dh * so * (1.0 - tc * tc)
+                dzo = dh * tc * so * (1.0 - so)
+                dzi = dcn * tg * si * (1.0 - si)
+                dzf = dcn * cp * sf * (1.0 - sf)
+                dzg = dcn * si * (1.0 - tg * tg)
+                dc = dcn * sf
+                dh = (_matvec(dzi, wi, USE_DOT) + _matvec(dzf, wf, USE_DOT)
+                      + _matvec(dzg, wg, USE_DOT) + _matvec(dzo, wo, USE_DOT))
+
+                szi += dzi
+                szf += dzf
+                szg += dzg
+                szo += dzo
+                gwi += _outer_sum(dzi, hp, USE_DOT)
+                gwf += _outer_sum(dzf, hp, USE_DOT)
+                gwg += _outer_sum(dzg, hp, USE_DOT)
+                gwo += _outer_sum(dzo, hp, USE_DOT)
+
+            tl.store(gh0_ptr + offs, dh, mask=mask2)
+            tl.store(gc0_ptr + offs, dc, mask=mask2)
+
+            grow_base = grow_ptr + (t * A + ra)[:, None] * (4 * N) + n[None, :]
+            gcol_base = gcol_ptr + (t * B + rb)[:, None] * (4 * N) + n[None, :]
+            z3 = tl.reshape(szi, (BLOCK_A, BLOCK_B, N))
+            tl.atomic_add(grow_base, tl.sum(z3, axis=1), mask=ramask)
+            tl.atomic_add(gcol_base, tl.sum(z3, axis=0), mask=rbmask)
+            z3 = tl.reshape(szf, (BLOCK_A, BLOCK_B, N))
+            tl.atomic_add(grow_base + N, tl.sum(z3, axis=1), mask=ramask)
+            tl.atomic_add(gcol_base + N, tl.sum(z3, axis=0), mask=rbmask)
+            z3 = tl.reshape(szg, (BLOCK_A, BLOCK_B, N))
+            tl.atomic_add(grow_base + 2 * N, tl.sum(z3, axis=1), mask=ramask)
+            tl.atomic_add(gcol_base + 2 * N, tl.sum(z3, axis=0), mask=rbmask)
+            z3 = tl.reshape(szo, (BLOCK_A, BLOCK_B, N))
+            tl.atomic_add(grow_base + 3 * N, tl.sum(z3, axis=1), mask=ramask)
+            tl.atomic_add(gcol_base + 3 * N, tl.sum(z3, axis=0), mask=rbmask)
+
+        gw_base = gwh_ptr + t * (4 * N * N) + n[:, None] * N + n[None, :]
+        tl.atomic_add(gw_base, gwi)
+        tl.atomic_add(gw_base + N * N, gwf)
+        tl.atomic_add(gw_base + 2 * N * N, gwg)
+        tl.atomic_add(gw_base + 3 * N * N, gwo)
+
+
+# --------------------------------------------------------------------------------------------
+# Host side
+# --------------------------------------------------------------------------------------------
+
+
+def _split_params(weight: Tensor, bias: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(T or 1)-batched W_fwd (., 4N, M), W_bwd (., 4N, M), contiguous W_h (., 4N, N), bias (., 4N)."""
+    w = weight if weight.dim() == 3 else weight.unsqueeze(0)
+    b = bias if bias.dim() == 2 else bias.unsqueeze(0)
+    return w[..., :m], w[..., m : 2 * m], w[..., 2 * m :].contiguous(), b
+
+
+def _project(fwd_in: Tensor, bwd_in: Tensor, w_fwd: Tensor, w_bwd: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """row = fwd_in·W_fwdᵀ + bias (T, A, 4N) and col = bwd_in·W_bwdᵀ (T, B, 4N), contiguous fp32."""
+    row = torch.matmul(fwd_in, w_fwd.transpose(1, 2)) + b.unsqueeze(1)
+    col = torch.matmul(bwd_in, w_bwd.transpose(1, 2))
+    return row.contiguous(), col.contiguous()
+
+
+def _cdiv(x: int, y: int) -> int:
+    return -(-x // y)
+
+
+def _forward_impl(h: Tensor, c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor, bias: Tensor,
+                  ticks: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    T, A, B, N = h.shape
+    M = fwd_in.shape[-1]
+    h, c, fwd_in, bwd_in = h.contiguous(), c.contiguous(), fwd_in.contiguous(), bwd_in.contiguous()
+    w_fwd, w_bwd, w_h, b = _split_params(weight, bias, M)
+    row, col = _project(fwd_in, bwd_in, w_fwd, w_bwd, b)
+    h_out = torch.empty_like(h)
+    c_out = torch.empty_like(c)
+    fwd_mean = torch.zeros((T, B, N), device=h.device, dtype=torch.float32)
+    bwd_mean = torch.zeros((T, A, N), device=h.device, dtype=torch.float32)
+    if h.numel() == 0:
+        return h_out, c_out, fwd_mean, bwd_mean
+    kernel = _fwd_kernel
+    stride_wt = w_h.stride(0) if w_h.shape[0] > 1 else 0
+
+    def grid(meta: dict) -> tuple[int]:
+        return (T * _cdiv(A, meta["BLOCK_A"]) * _cdiv(B, meta["BLOCK_B"]),)
+
+    kernel[grid](h, c, row, col, w_h, h_out, c_out, fwd_mean, bwd_mean,
+                 A, B, stride_wt, int(ticks), 1.0 / A, 1.0 / B, N=N)
+    return h_out, c_out, fwd_mean, bwd_mean
+
+
+def _programs_per_copy(tiles: int, T: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, min(tiles, _cdiv(8 * sms, T)))
+    return max(1, min(tiles, 2))  # interpreter: still run the persistent loop over several tiles
+
+
+def _backward_impl(grad_h: Tensor, grad_c: Tensor, grad_fwd_mean: Tensor, grad_bwd_mean: Tensor, h: Tensor,
+                   c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor, bias: Tensor,
+                   ticks: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    T, A, B, N = h.shape
+    M = fwd_in.shape[-1]
+    h, c, fwd_in, bwd_in = h.contiguous(), c.contiguous(), fwd_in.contiguous(), bwd_in.contiguous()
+    grad_h, grad_c = grad_h.contiguous(), grad_c.contiguous()
+    grad_fwd_mean, grad_bwd_mean = grad_fwd_mean.contiguous(), grad_bwd_mean.contiguous()
+    w_fwd, w_bwd, w_h, b = _split_params(weight, bias, M)
+    row, col = _project(fwd_in, bwd_in, w_fwd, w_bwd, b)
+    grad_h0 = torch.empty_like(h)
+    grad_c0 = torch.empty_like(c)
+    g_row = torch.zeros((T, A, 4 * N), device=h.device, dtype=torch.float32)
+    g_col = torch.zeros((T, B, 4 * N), device=h.device, dtype=torch.float32)
+    g_wh = torch.zeros((T, 4 * N, N), device=h.device, dtype=torch.float32)
+    if h.numel() > 0:
+        kernel = _bwd_kernel
+        stride_wt = w_h.stride(0) if w_h.shape[0] > 1 else 0
+
+        def grid(meta: dict) -> tuple[int]:
+            tiles = _cdiv(A, meta["BLOCK_A"]) * _cdiv(B, meta["BLOCK_B"])
+            return (T * _programs_per_copy(tiles, T, h.device),)
+
+        kernel[grid](h, c, row, col, w_h, grad_h, grad_c, grad_fwd_mean, grad_bwd_mean,
+                     grad_h0, grad_c0, g_row, g_col, g_wh,
+                     T, A, B, stride_wt, int(ticks), 1.0 / A, 1.0 / B, N=N)
+    # Epilogue: chain g_row = Σ_b Σ_k dz, g_col = Σ_a Σ_k dz through the projections.
+    grad_fwd_in = torch.matmul(g_row, w_fwd)  # (T, A, M)
+    grad_bwd_in = torch.matmul(g_col, w_bwd)  # (T, B, M)
+    grad_w = torch.cat(
+        [torch.matmul(g_row.transpose(1, 2), fwd_in), torch.matmul(g_col.transpose(1, 2), bwd_in), g_wh], dim=-1
+    )  # (T, 4N, 2M+N)
+    grad_b = g_row.sum(dim=1)  # (T, 4N)
+    if weight.dim() == 2:
+        grad_w = grad_w.sum(dim=0)
+    if bias.dim() == 1:
+        grad_b = grad_b.sum(dim=0)
+    return grad_h0, grad_c0, grad_fwd_in, grad_bwd_in, grad_w, grad_b
+
+
+# --------------------------------------------------------------------------------------------
+# torch.library custom ops
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("metalearn_ext::vsml_step_triton", mutates_args=())
+def _vsml_step_triton_op(h: Tensor, c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor, bias: Tensor,
+                         ticks: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _forward_impl(h, c, fwd_in, bwd_in, weight, bias, ticks)
+
+
+@_vsml_step_triton_op.register_fake
+def _(h, c, fwd_in, bwd_in, weight, bias, ticks):
+    T, A, B, N = h.shape
+    return (h.new_empty((T, A, B, N)), c.new_empty((T, A, B, N)), h.new_empty((T, B, N)), h.new_empty((T, A, N)))
+
+
+@torch.library.custom_op("metalearn_ext::vsml_step_triton_backward", mutates_args=())
+def _vsml_step_triton_backward_op(grad_h: Tensor, grad_c: Tensor, grad_fwd_mean: Tensor, grad_bwd_mean: Tensor,
+                                  h: Tensor, c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor,
+                                  bias: Tensor, ticks: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _backward_impl(grad_h, grad_c, grad_fwd_mean, grad_bwd_mean, h, c, fwd_in, bwd_in, weight, bias, ticks)
+
+
+@_vsml_step_triton_backward_op.register_fake
+def _(grad_h, grad_c, grad_fwd_mean, grad_bwd_mean, h, c, fwd_in, bwd_in, weight, bias, ticks):
+    return (h.new_empty(h.shape), c.new_empty(c.shape), fwd_in.new_empty(fwd_in.shape),
+            bwd_in.new_empty(bwd_in.shape), weight.new_empty(weight.shape), bias.new_empty(bias.shape))
+
+
+def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+    h, c, fwd_in, bwd_in, weight, bias, ticks = inputs
+    ctx.save_for_backward(h, c, fwd_in, bwd_in, weight, bias)
+    ctx.ticks = ticks
+
+
+def _backward(ctx: Any, grad_h: Tensor | None, grad_c: Tensor | None, grad_fwd_mean: Tensor | None,
+              grad_bwd_mean: Tensor | None) -> tuple:
+    h, c, fwd_in, bwd_in, weight, bias = ctx.saved_tensors
+    T, A, B, N = h.shape
+    grad_h = torch.zeros_like(h) if grad_h is None else grad_h
+    grad_c = torch.zeros_like(c) if grad_c is None else grad_c
+    grad_fwd_mean = h.new_zeros((T, B, N)) if grad_fwd_mean is None else grad_fwd_mean
+    grad_bwd_mean = h.new_zeros((T, A, N)) if grad_bwd_mean is None else grad_bwd_mean
+    grads = _vsml_step_triton_backward_op(grad_h, grad_c, grad_fwd_mean, grad_bwd_mean,
+                                          h, c, fwd_in, bwd_in, weight, bias, ctx.ticks)
+    return (*grads, None)
+
+
+_vsml_step_triton_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def vsml_step_triton(h: Tensor, c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor, bias: Tensor,
+                     ticks: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One VSML step with the Triton kernels; differentiable, inputs untouched, any strides.
+
+    Shapes: h, c (T, A, B, N); fwd_in (T, A, M); bwd_in (T, B, M);
+    weight (4N, 2M+N) or (T, 4N, 2M+N); bias (4N,) or (T, 4N); float32 only; N a power of two ≤ 64.
+    Returns h', c' (T, A, B, N), fwd_mean (T, B, N), bwd_mean (T, A, N).
+    """
+    for name, x in (("h", h), ("c", c), ("fwd_in", fwd_in), ("bwd_in", bwd_in), ("weight", weight), ("bias", bias)):
+        if x.dtype != torch.float32:
+            raise ValueError(f"vsml_step triton backend: {name} must be float32, got {x.dtype}")
+    n = h.shape[-1]
+    if n < 1 or n > _MAX_N or n & (n - 1):
+        raise ValueError(f"vsml_step triton backend: N (state size, h.shape[-1]) must be a power of two "
+                         f"≤ {_MAX_N}, got N={n}")
+    return _vsml_step_triton_op(h, c, fwd_in, bwd_in, weight, bias, int(ticks))

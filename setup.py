@@ -1,0 +1,96 @@
+"""Builds metalearn_ext._C: the C++ CPU kernels always, the CUDA kernels where torch and nvcc allow.
+
+Environment:
+  METALEARN_FORCE_CUDA=1       build the CUDA sources even with no GPU visible (needs nvcc / CUDA_HOME)
+  METALEARN_SKIP_CUDA_BUILD=1  build the CPU kernels only
+  TORCH_CUDA_ARCH_LIST         CUDA archs; default: the visible GPU's, else "8.0;9.0"
+  DEBUG=1                      -O0 -g; MAX_JOBS and NVCC_THREADS as usual
+Build against the installed torch: pip install --no-build-isolation -e .
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).resolve().parent
+CSRC = ROOT / "csrc"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def _sources() -> tuple[list[str], list[str]]:
+    lines = (CSRC / "sources.txt").read_text().splitlines()
+    files = [f"csrc/{line.strip()}" for line in lines if line.strip() and not line.startswith("#")]
+    return [f for f in files if not f.endswith(".cu")], [f for f in files if f.endswith(".cu")]
+
+
+def _want_cuda() -> bool:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if _flag("METALEARN_SKIP_CUDA_BUILD"):
+        return False
+    if _flag("METALEARN_FORCE_CUDA"):
+        if torch.version.cuda is None or CUDA_HOME is None:
+            raise RuntimeError(
+                "METALEARN_FORCE_CUDA=1 but "
+                + ("the installed torch is a CPU build" if torch.version.cuda is None else "nvcc was not found")
+                + "; install a CUDA build of torch and set CUDA_HOME (e.g. /usr/local/cuda)"
+            )
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def _cuda_include_dirs(cuda_home: str) -> list[str]:
+    """Where CUDA_HOME lacks a library header that torch's CUDA headers include (cusparse.h on a bare
+    nvcc install), take it from the nvidia-* wheels that came with torch."""
+    if (Path(cuda_home) / "include" / "cusparse.h").exists():
+        return []
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    found = {str(h.parent) for base in nvidia.__path__ for h in Path(base).glob("*/include/cusparse.h")}
+    return sorted(found)
+
+
+def extensions():
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
+
+    debug = _flag("DEBUG")
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    cxx = [*opt, "-fopenmp"]  # torch adds the C++ standard it needs
+    cpp_sources, cuda_sources = _sources()
+    common = dict(include_dirs=[str(CSRC)], extra_link_args=["-fopenmp"])
+    if not _want_cuda():
+        return [CppExtension("metalearn_ext._C", cpp_sources, extra_compile_args={"cxx": cxx}, **common)]
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+    nvcc = [*opt, "--expt-relaxed-constexpr", "-lineinfo"]
+    if os.environ.get("NVCC_THREADS"):
+        nvcc += ["--threads", os.environ["NVCC_THREADS"]]
+    common["include_dirs"] += _cuda_include_dirs(CUDA_HOME)
+    return [
+        CUDAExtension(
+            "metalearn_ext._C",
+            cpp_sources + cuda_sources,
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            **common,
+        )
+    ]
+
+
+def main() -> None:
+    from torch.utils.cpp_extension import BuildExtension
+
+    setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
+
+
+if __name__ == "__main__":
+    main()

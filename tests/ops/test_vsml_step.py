@@ -1,0 +1,211 @@
+"""vsml_step on every backend the machine has, against the reference (ARCHITECTURE.md: three bars)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import metalearn_ext
+from metalearn_ext.ops.vsml_step import select_backend, vsml_step, vsml_step_reference
+from metalearn_ext.ops.vsml_step.inputs import make_inputs
+
+FUSED = ["cpp", "cuda", "triton"]
+
+
+def device_for(backend: str) -> str:
+    if backend == "cpp":
+        return "cpu"
+    if backend == "cuda":
+        return "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(params=FUSED)
+def backend(request):
+    st = metalearn_ext.backends()[request.param]
+    if not st.available:
+        pytest.skip(f"{request.param} backend unavailable here: {st.reason}")
+    return request.param
+
+
+def poison_allocator(device: str, numel: int) -> None:
+    """Leave NaN in freed memory, so outputs the kernel forgets to write are caught."""
+    junk = torch.full((numel,), float("nan"), device=device)
+    del junk
+
+
+def run_with_grads(fn, inputs, upstream):
+    inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
+    out = fn(*inputs)
+    loss = sum((o * u).sum() for o, u in zip(out, upstream))
+    grads = torch.autograd.grad(loss, inputs)
+    return [o.detach() for o in out], grads
+
+
+def truth(inputs, ticks, upstream):
+    """The reference in float64: the value every fp32 backend is compared with."""
+    ins = [x.double().cpu() for x in inputs]
+    ups = [u.double().cpu() for u in upstream]
+    return run_with_grads(lambda *a: vsml_step_reference(*a, ticks=ticks), ins, ups)
+
+
+def assert_close_fp32(actual, expected, what):
+    expected = expected.to(actual.device, torch.float32)
+    scale = max(1.0, expected.abs().max().item())
+    torch.testing.assert_close(actual, expected, rtol=2e-5, atol=2e-5 * scale, msg=lambda m: f"{what}: {m}")
+
+
+SHAPES = [  # (T, A, B, N, M)
+    (2, 5, 3, 16, 8),
+    (1, 1, 1, 8, 1),
+    (3, 7, 5, 8, 3),
+    (2, 1, 11, 32, 4),
+    (1, 13, 1, 16, 2),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("ticks", [1, 2, 3])
+@pytest.mark.parametrize("per_copy", [False, True], ids=["shared", "per_copy"])
+def test_matches_reference(backend, shape, ticks, per_copy):
+    T, A, B, N, M = shape
+    dev = device_for(backend)
+    inputs = make_inputs(*shape, per_copy=per_copy, device=dev, seed=hash((shape, ticks, per_copy)) % 2**31)
+    g = torch.Generator().manual_seed(1)
+    upstream = [torch.randn(s, generator=g).to(dev) for s in [(T, A, B, N), (T, A, B, N), (T, B, N), (T, A, N)]]
+    before = [x.clone() for x in inputs]
+    poison_allocator(dev, 4 * T * A * B * N * 4)
+    out, grads = run_with_grads(lambda *a: vsml_step(*a, ticks=ticks, backend=backend), inputs, upstream)
+    want_out, want_grads = truth(inputs, ticks, upstream)
+    for name, a, e in zip(["h", "c", "fwd_mean", "bwd_mean"], out, want_out):
+        assert a.shape == e.shape and a.dtype == torch.float32
+        assert torch.isfinite(a).all(), f"{name}: non-finite (unwritten?) elements"
+        assert_close_fp32(a, e, name)
+    for name, a, e in zip(["h", "c", "fwd_in", "bwd_in", "weight", "bias"], grads, want_grads):
+        assert torch.isfinite(a).all(), f"grad {name}: non-finite elements"
+        assert_close_fp32(a, e, f"grad {name}")
+    for x, y in zip(inputs, before):
+        assert torch.equal(x, y), "inputs were modified in place"
+
+
+def test_non_contiguous_inputs(backend):
+    T, A, B, N, M = 2, 6, 5, 16, 3
+    dev = device_for(backend)
+    g = torch.Generator().manual_seed(3)
+    r = lambda *s, scale=1.0: (torch.randn(*s, generator=g) * scale).to(dev)  # noqa: E731
+    h = r(T, B, A, N, scale=0.5).transpose(1, 2)
+    c = r(T, A, N, B).permute(0, 1, 3, 2)
+    fwd_in = r(T, M, A).transpose(1, 2)
+    bwd_in = r(T, B, 2 * M)[..., ::2]
+    weight = r(2 * M + N, 4 * N, scale=0.2).t()
+    bias = r(8 * N, scale=0.5)[::2]
+    inputs = [h, c, fwd_in, bwd_in, weight, bias]
+    assert not any(x.is_contiguous() for x in inputs)
+    upstream = [torch.randn(s, generator=g).to(dev) for s in [(T, A, B, N), (T, A, B, N), (T, B, N), (T, A, N)]]
+    out, grads = run_with_grads(lambda *a: vsml_step(*a, ticks=2, backend=backend), inputs, upstream)
+    want_out, want_grads = truth(inputs, 2, upstream)
+    for a, e in zip(list(out) + list(grads), list(want_out) + list(want_grads)):
+        assert_close_fp32(a, e, "non-contiguous")
+
+
+def test_nan_input_propagates(backend):
+    dev = device_for(backend)
+    inputs = make_inputs(1, 3, 2, 8, 2, device=dev)
+    inputs[0][0, 1, 0, 0] = float("nan")
+    h, c, fm, bm = vsml_step(*inputs, ticks=1, backend=backend)
+    assert torch.isnan(h[0, 1, 0]).any() and torch.isfinite(h[0, 0]).all()
+
+
+def test_gradcheck_float64_cpp():
+    if not metalearn_ext.backends()["cpp"].available:
+        pytest.skip(metalearn_ext.backends()["cpp"].reason)
+    for per_copy, ticks in [(False, 2), (True, 3)]:
+        inputs = [x.requires_grad_(True) for x in make_inputs(2, 3, 2, 8, 2, per_copy=per_copy, dtype=torch.float64)]
+        assert torch.autograd.gradcheck(lambda *a: vsml_step(*a, ticks=ticks, backend="cpp"), inputs)
+
+
+def test_gradcheck_float64_reference():
+    inputs = [x.requires_grad_(True) for x in make_inputs(1, 2, 3, 4, 2, dtype=torch.float64)]
+    assert torch.autograd.gradcheck(lambda *a: vsml_step(*a, ticks=2, backend="reference"), inputs)
+
+
+def test_cpp_float64_matches_reference_tightly():
+    if not metalearn_ext.backends()["cpp"].available:
+        pytest.skip(metalearn_ext.backends()["cpp"].reason)
+    inputs = make_inputs(3, 5, 4, 12, 3, per_copy=True, dtype=torch.float64)  # N = 12: the generic-N path
+    for a, e in zip(vsml_step(*inputs, ticks=3, backend="cpp"), vsml_step_reference(*inputs, ticks=3)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+def test_opcheck_cpp():
+    if not metalearn_ext.backends()["cpp"].available:
+        pytest.skip(metalearn_ext.backends()["cpp"].reason)
+    for per_copy in (False, True):
+        inputs = [x.requires_grad_(True) for x in make_inputs(2, 3, 4, 8, 2, per_copy=per_copy)]
+        torch.library.opcheck(torch.ops.metalearn_ext.vsml_step.default, (*inputs, 2))
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph(backend):
+    dev = device_for(backend)
+    inputs = [x.requires_grad_(True) for x in make_inputs(2, 4, 3, 8, 2, device=dev)]
+
+    def f(h, c, fwd_in, bwd_in, weight, bias):
+        h, c, fm, bm = vsml_step(h, c, fwd_in, bwd_in, weight, bias, ticks=2, backend=backend)
+        return (h.sum(-1) ** 2).sum() + fm.tanh().sum() + bm.sum() + c.mean()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager" if dev == "cpu" else "inductor")
+    got = compiled(*inputs)
+    want = f(*inputs)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    g_got = torch.autograd.grad(got, inputs)
+    g_want = torch.autograd.grad(want, inputs)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_backend_selection_and_reporting():
+    report = metalearn_ext.backends()
+    assert set(report) == {"reference", "cpp", "cuda", "triton"}
+    assert report["reference"].available
+    for name in os.environ.get("METALEARN_REQUIRE_BACKENDS", "").split(","):
+        if name:
+            assert report[name].available, f"{name} required here but unavailable: {report[name].reason}"
+    inputs = make_inputs(1, 2, 2, 8, 2)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        vsml_step(*inputs, backend="fastest")
+    if not report["cuda"].available:
+        with pytest.raises(RuntimeError, match="backend 'cuda' is not available: .+"):
+            vsml_step(*inputs, backend="cuda")
+    if report["cpp"].available:
+        assert select_backend(None, inputs[0]) == "cpp"
+
+
+def test_fused_backend_falls_back_for_unsupported_n():
+    report = metalearn_ext.backends()
+    name = next((b for b in ("cuda", "triton") if report[b].available), None)
+    if name is None:
+        pytest.skip("no fused cuda/triton backend usable here")
+    inputs = make_inputs(1, 2, 3, 12, 2, device=device_for(name))
+    with pytest.warns(UserWarning, match="supports N in"):
+        out = vsml_step(*inputs, ticks=2, backend=name)
+    torch.testing.assert_close(out[0], vsml_step_reference(*inputs, ticks=2)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_backward_memory_does_not_grow_with_ticks():
+    if not metalearn_ext.backends()["cuda"].available:
+        pytest.skip(metalearn_ext.backends()["cuda"].reason)
+    peaks = []
+    for ticks in (1, 8):
+        inputs = [x.requires_grad_(True) for x in make_inputs(8, 256, 32, 16, 8, device="cuda")]
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        h, c, fm, bm = vsml_step(*inputs, ticks=ticks, backend="cuda")
+        (h.sum() + c.sum() + fm.sum() + bm.sum()).backward()
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated() - base)
+    assert peaks[1] <= 1.1 * peaks[0], f"peak memory grew with ticks: {peaks}"
