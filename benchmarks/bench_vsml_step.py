@@ -5,6 +5,7 @@ A correctness check against the float64 reference runs first; a wrong kernel rep
 from __future__ import annotations
 
 import functools
+import os
 from typing import Callable
 
 import torch
@@ -20,8 +21,9 @@ TICKS = 2
 PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.039e12, "A100": 1.555e12}
 
 
-def candidates(device: str) -> dict[str, Callable]:
-    """name -> f(h, c, fwd_in, bwd_in, weight, bias) for every variant to time on this device."""
+def candidates(device: str, only: list[str] | None = None) -> dict[str, Callable]:
+    """name -> f(h, c, fwd_in, bwd_in, weight, bias) for every variant to time on this device
+    (or only those named in `only`, e.g. from $METALEARN_BENCH_VARIANTS="reference,cuda")."""
     torch._dynamo.config.cache_size_limit = 64
     ref = functools.partial(vsml_step_reference, ticks=TICKS)
     out = {"reference": ref, "reference+compile": torch.compile(ref, dynamic=False)}
@@ -29,7 +31,8 @@ def candidates(device: str) -> dict[str, Callable]:
     for name in ("cpp",) if device == "cpu" else ("cuda", "triton"):
         if report[name].available:
             out[name] = functools.partial(vsml_step, ticks=TICKS, backend=name)
-    return out
+    only = only or [v for v in os.environ.get("METALEARN_BENCH_VARIANTS", "").split(",") if v]
+    return {k: v for k, v in out.items() if not only or k in only}
 
 
 def _with_grads(fn, inputs, upstream):

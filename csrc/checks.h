@@ -4,31 +4,25 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
-#include <sstream>
 #include <string>
-#include <vector>
 
 namespace metalearn_ext {
 
+// "(2, 3, 4)". Only ever called to build an error message (the checks below evaluate their message
+// arguments lazily), so the hot path allocates no strings.
 inline std::string shape_str(at::IntArrayRef sizes) {
-  std::ostringstream s;
-  s << "(";
-  for (size_t i = 0; i < sizes.size(); ++i) s << (i ? ", " : "") << sizes[i];
-  s << ")";
-  return s.str();
+  std::string s = "(";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + ")";
 }
 
-// Raises ValueError: "<op>: <arg> must be <expected>, got <shape>".
+// Raises ValueError: "<op>: <arg> must be <expected>, got <shape>"; expected and got are evaluated only
+// when cond fails.
 #define METALEARN_CHECK_ARG(cond, op, arg, expected, got) \
   TORCH_CHECK_VALUE(cond, op, ": ", arg, " must be ", expected, ", got ", got)
 
 inline void check_rank(const at::Tensor& t, const char* op, const char* arg, int64_t rank, const char* expected) {
   METALEARN_CHECK_ARG(t.dim() == rank, op, arg, expected, shape_str(t.sizes()));
-}
-
-inline void check_size(const at::Tensor& t, const char* op, const char* arg, int64_t dim, int64_t size,
-                       const std::string& expected) {
-  METALEARN_CHECK_ARG(t.size(dim) == size, op, arg, expected, shape_str(t.sizes()));
 }
 
 inline void check_nonempty(const at::Tensor& t, const char* op, const char* arg) {

@@ -11,27 +11,24 @@ void check_vsml_step_args(const at::Tensor& h, const at::Tensor& c, const at::Te
   check_nonempty(h, op, "h");
   check_floating(h, op, "h");
   const int64_t T = h.size(0), A = h.size(1), B = h.size(2), N = h.size(3);
-  const std::string TABN = "of shape (T, A, B, N) = " + shape_str(h.sizes()) + " like h";
-  METALEARN_CHECK_ARG(c.sizes() == h.sizes(), op, "c", TABN, shape_str(c.sizes()));
+  METALEARN_CHECK_ARG(c.sizes() == h.sizes(), op, "c", "of shape (T, A, B, N) = " + shape_str(h.sizes()) + " like h",
+                      shape_str(c.sizes()));
   check_rank(fwd_in, op, "fwd_in", 3, "of shape (T, A, M)");
   check_nonempty(fwd_in, op, "fwd_in");
   const int64_t M = fwd_in.size(2);
-  const std::string TAM = "of shape (T, A, M) = " + shape_str({T, A, M});
-  check_size(fwd_in, op, "fwd_in", 0, T, TAM);
-  check_size(fwd_in, op, "fwd_in", 1, A, TAM);
-  const std::string TBM = "of shape (T, B, M) = " + shape_str({T, B, M}) + " (M from fwd_in)";
-  check_rank(bwd_in, op, "bwd_in", 3, "of shape (T, B, M)");
-  METALEARN_CHECK_ARG(bwd_in.sizes() == at::IntArrayRef({T, B, M}), op, "bwd_in", TBM, shape_str(bwd_in.sizes()));
-  const std::string W = "of shape (4N, 2M+N) = " + shape_str({4 * N, 2 * M + N}) + " or (T, 4N, 2M+N) = " +
-                        shape_str({T, 4 * N, 2 * M + N});
-  METALEARN_CHECK_ARG(weight.dim() == 2 || weight.dim() == 3, op, "weight", W, shape_str(weight.sizes()));
-  const bool per_copy_w = weight.dim() == 3;
-  METALEARN_CHECK_ARG(!per_copy_w || weight.size(0) == T, op, "weight", W, shape_str(weight.sizes()));
-  METALEARN_CHECK_ARG(weight.size(-2) == 4 * N && weight.size(-1) == 2 * M + N, op, "weight", W,
+  METALEARN_CHECK_ARG(fwd_in.size(0) == T && fwd_in.size(1) == A, op, "fwd_in",
+                      "of shape (T, A, M) = " + shape_str({T, A, M}), shape_str(fwd_in.sizes()));
+  METALEARN_CHECK_ARG(bwd_in.sizes() == at::IntArrayRef({T, B, M}), op, "bwd_in",
+                      "of shape (T, B, M) = " + shape_str({T, B, M}) + " (M from fwd_in)", shape_str(bwd_in.sizes()));
+  const bool weight_ok = (weight.dim() == 2 || (weight.dim() == 3 && weight.size(0) == T)) &&
+                         weight.size(-2) == 4 * N && weight.size(-1) == 2 * M + N;
+  METALEARN_CHECK_ARG(weight_ok, op, "weight",
+                      "of shape (4N, 2M+N) = " + shape_str({4 * N, 2 * M + N}) + " or (T, 4N, 2M+N) = " +
+                          shape_str({T, 4 * N, 2 * M + N}),
                       shape_str(weight.sizes()));
-  const std::string Bs = "of shape (4N,) = " + shape_str({4 * N}) + " or (T, 4N) = " + shape_str({T, 4 * N});
-  METALEARN_CHECK_ARG(bias.dim() == 1 || bias.dim() == 2, op, "bias", Bs, shape_str(bias.sizes()));
-  METALEARN_CHECK_ARG(bias.size(-1) == 4 * N && (bias.dim() == 1 || bias.size(0) == T), op, "bias", Bs,
+  const bool bias_ok = (bias.dim() == 1 || (bias.dim() == 2 && bias.size(0) == T)) && bias.size(-1) == 4 * N;
+  METALEARN_CHECK_ARG(bias_ok, op, "bias",
+                      "of shape (4N,) = " + shape_str({4 * N}) + " or (T, 4N) = " + shape_str({T, 4 * N}),
                       shape_str(bias.sizes()));
   check_same_dtype_device(c, h, op, "c", "h");
   check_same_dtype_device(fwd_in, h, op, "fwd_in", "h");
@@ -83,9 +80,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const char* op = "vsml_step_backward";
   check_vsml_step_args(h, c, fwd_in, bwd_in, weight, bias, ticks, op);
   const int64_t T = h.size(0), A = h.size(1), B = h.size(2), N = h.size(3), M = fwd_in.size(2);
-  const std::string TABN = "of shape (T, A, B, N) = " + shape_str(h.sizes()) + " like h";
-  METALEARN_CHECK_ARG(grad_h.sizes() == h.sizes(), op, "grad_h", TABN, shape_str(grad_h.sizes()));
-  METALEARN_CHECK_ARG(grad_c.sizes() == h.sizes(), op, "grad_c", TABN, shape_str(grad_c.sizes()));
+  METALEARN_CHECK_ARG(grad_h.sizes() == h.sizes(), op, "grad_h", "of shape (T, A, B, N) = " + shape_str(h.sizes()),
+                      shape_str(grad_h.sizes()));
+  METALEARN_CHECK_ARG(grad_c.sizes() == h.sizes(), op, "grad_c", "of shape (T, A, B, N) = " + shape_str(h.sizes()),
+                      shape_str(grad_c.sizes()));
   METALEARN_CHECK_ARG(grad_fwd_mean.sizes() == at::IntArrayRef({T, B, N}), op, "grad_fwd_mean",
                       "of shape (T, B, N) = " + shape_str({T, B, N}), shape_str(grad_fwd_mean.sizes()));
   METALEARN_CHECK_ARG(grad_bwd_mean.sizes() == at::IntArrayRef({T, A, N}), op, "grad_bwd_mean",

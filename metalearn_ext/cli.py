@@ -1,4 +1,4 @@
-"""The `metalearn` command: `metalearn backends | bench | data download`."""
+"""The `metalearn` command: `metalearn backends | bench | data download | train`."""
 from __future__ import annotations
 
 import argparse
@@ -34,12 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", choices=["cpu", "cuda"])
     b.add_argument("--json", metavar="FILE")
     b.set_defaults(func=_bench)
-    try:
-        from metalearn_ext.data.cli import add_data_subparser
-    except ImportError:
-        pass
-    else:
-        add_data_subparser(sub)
+    from metalearn_ext.data.cli import add_data_subparser
+    from metalearn_ext.train.cli import add_train_subparsers
+
+    add_data_subparser(sub)
+    add_train_subparsers(sub)
     return p
 
 

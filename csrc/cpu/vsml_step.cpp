@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -31,11 +32,15 @@
 #define VSML_INLINE inline
 #endif
 
-// ifunc-based multiversioning: safe on any x86-64 (the resolver checks the CPU), no -march needed.
+// Runtime ISA dispatch without -march, safe on any x86-64: the fast path is compiled three times,
+// for x86-64-v4 (AVX-512, 16 lanes), x86-64-v3 (AVX2+FMA, 8 lanes) and the baseline (SSE2, 4 lanes),
+// and __builtin_cpu_supports picks one at run time. Elsewhere (aarch64, clang) only the 4-lane build.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define VSML_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define VSML_X86_DISPATCH 1
+#define VSML_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#define VSML_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
 #else
-#define VSML_CLONES
+#define VSML_X86_DISPATCH 0
 #endif
 
 namespace {
@@ -222,93 +227,144 @@ inline int64_t bwd_scalar_scratch(int64_t N, int64_t K) { return K * 7 * N + 8 *
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef uint32_t v8u __attribute__((vector_size(32)));
+// L-lane float vectors (GCC/Clang vector extensions): 16 for AVX-512, 8 for AVX2, 4 elsewhere.
+template <int L>
+struct Vec;
+template <>
+struct Vec<4> {
+  typedef float f __attribute__((vector_size(16)));
+  typedef int32_t i __attribute__((vector_size(16)));
+  typedef uint32_t u __attribute__((vector_size(16)));
+};
+template <>
+struct Vec<8> {
+  typedef float f __attribute__((vector_size(32)));
+  typedef int32_t i __attribute__((vector_size(32)));
+  typedef uint32_t u __attribute__((vector_size(32)));
+};
+template <>
+struct Vec<16> {
+  typedef float f __attribute__((vector_size(64)));
+  typedef int32_t i __attribute__((vector_size(64)));
+  typedef uint32_t u __attribute__((vector_size(64)));
+};
 
-VSML_INLINE v8f vload(const float* p) {
-  v8f v;
+template <class V>
+VSML_INLINE V vload(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-VSML_INLINE void vstore(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
-VSML_INLINE v8f vset(float x) { return v8f{x, x, x, x, x, x, x, x}; }
-VSML_INLINE v8f vselect(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
+template <class V>
+VSML_INLINE void vstore(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+template <class V>
+VSML_INLINE V vset(float x) {
+  return V{} + x;
+}
+// m ? a : b lane-wise, m a comparison result. GCC scalarizes 16-lane selects spelled with bit
+// operations, and 8-lane ?: without SSE4.1: each width gets the spelling that GCC vectorizes.
+template <class V, class M>
+VSML_INLINE V vselect(M m, V a, V b) {
+#if !defined(__clang__)
+  if constexpr (sizeof(V) == 64) return m ? a : b;
+#endif
+  return (V)(((M)a & m) | ((M)b & ~m));
+}
 
 // exp with Cephes' range reduction and polynomial (relative error ~1e-7). Branch-free; NaN stays NaN
 // (the clamps keep NaN, the polynomial of NaN is NaN). Above 88.37 it returns +inf (so sigmoid
 // saturates to exactly 0 and 0 * inf gives NaN as in PyTorch); below -87 it returns exp(-87), which
 // callers only ever add to 1.
-VSML_INLINE v8f vexp(v8f x) {
-  const v8f hi = vset(88.3762626647949f), lo = vset(-87.0f), magic = vset(12582912.0f);  // 1.5 * 2^23
-  const v8i overflow = x > hi;
+template <class V, class U>
+VSML_INLINE V vexp(V x) {
+  const V hi = vset<V>(88.3762626647949f), lo = vset<V>(-87.0f), magic = vset<V>(12582912.0f);  // 1.5 * 2^23
+  const auto overflow = x > hi;
   x = vselect(overflow, hi, x);
   x = vselect(x < lo, lo, x);
-  const v8f k = x * 1.44269504088896341f + magic;  // round(x / ln 2) in the low mantissa bits
-  const v8f n = k - magic;
-  const v8u ni = (v8u)k - (v8u)magic;
-  v8f r = x - n * 0.693359375f;
+  const V k = x * 1.44269504088896341f + magic;  // round(x / ln 2) in the low mantissa bits
+  const V n = k - magic;
+  const U ni = (U)k - (U)magic;
+  V r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  v8f y = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  V y = r * 1.9875691500e-4f + 1.3981999507e-3f;
   y = y * r + 8.3334519073e-3f;
   y = y * r + 4.1665795894e-2f;
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * (r * r) + r + 1.0f;
-  const v8f scale = (v8f)((ni + 127u) << 23);
-  return vselect(overflow, vset(__builtin_inff()), y * scale);
+  const V scale = (V)((ni + 127u) << 23);
+  return vselect(overflow, vset<V>(__builtin_inff()), y * scale);
 }
 
-VSML_INLINE v8f vsigmoid(v8f x) { return 1.0f / (vexp(-x) + 1.0f); }
+// sigmoid = 1 / (1 + exp(-x)): keeps its relative accuracy where it is tiny.
+template <class V, class U>
+VSML_INLINE V vsigmoid(V x) {
+  return 1.0f / (vexp<V, U>(-x) + 1.0f);
+}
 
-// tanh: Cephes' odd polynomial below |x| = 0.625 (keeps relative accuracy near 0), else 1 - 2/(e^{2|x|}+1).
-VSML_INLINE v8f vtanh(v8f x) {
-  const v8u sign = (v8u)x & 0x80000000u;
-  const v8f ax = (v8f)((v8u)x & 0x7fffffffu);
-  const v8f e = vexp(ax + ax);
-  const v8f big = (v8f)((v8u)(1.0f - 2.0f / (e + 1.0f)) | sign);
-  const v8f z = x * x;
-  v8f q = z * -5.70498872745e-3f + 2.06390887954e-2f;
-  q = q * z - 5.37397155531e-2f;
-  q = q * z + 1.33314422036e-1f;
-  q = q * z - 3.33332819422e-1f;
-  const v8f small = x + x * z * q;
-  return vselect(ax < vset(0.625f), small, big);
+// tanh: the odd 13/6 rational minimax approximation used by Eigen, XLA and MLAS, clamped at +-7.905;
+// odd, so small arguments keep their relative accuracy. Exactly +-1 beyond |x| = 9 as in libm (so
+// 1 - tanh^2 is exactly 0 there, as in PyTorch's autograd). NaN stays NaN.
+template <class V, class U>
+VSML_INLINE V vtanh(V x) {
+  const V hi = vset<V>(7.90531110763549805f), lo = vset<V>(-7.90531110763549805f);
+  const auto saturated = (V)((U)x & 0x7fffffffu) > vset<V>(9.0f);
+  const V unit = (V)(((U)x & 0x80000000u) | 0x3f800000u);  // +-1 with the sign of x
+  x = vselect(x > hi, hi, x);
+  x = vselect(x < lo, lo, x);
+  const V x2 = x * x;
+  V p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  V q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return vselect(saturated, unit, x * p / q);
 }
 
 // The fast path runs S = 2 synapses in lockstep: one synapse-tick is a long chain of dependent
 // latency-bound steps (matvec, exp polynomials, divisions, tanh of the new cell), and a second
 // independent chain roughly doubles the work in flight. Every W_h load then feeds two FMAs.
+// R: how many vector accumulators a matvec may keep (16 with AVX-512's 32 registers, else 8).
+template <int L>
+constexpr int kAccumulators = L == 16 ? 16 : 8;
 
 // z[s] = base[s] + W_h h[s] for S synapses, with w_t = W_h^T (N, 4N) row-major, hs = h as scalars.
-template <int N, int S>
-VSML_INLINE void gate_matvec(v8f (*z)[N / 2], const v8f (*base)[N / 2], const float* w_t, const float (*hs)[N]) {
-  constexpr int G = 4 * N, GV = G / 8;
-  constexpr int JB = GV < 8 / S ? GV : 8 / S;  // output vectors per pass: 8 accumulators in all
-  constexpr int P = 8 / (S * JB) > 1 ? 8 / (S * JB) : 1;  // independent partial sums per output
+template <int N, int L, int S>
+VSML_INLINE void gate_matvec(typename Vec<L>::f (*z)[4 * N / L], const typename Vec<L>::f (*base)[4 * N / L],
+                             const float* w_t, const float (*hs)[N]) {
+  using V = typename Vec<L>::f;
+  constexpr int G = 4 * N, GV = G / L, R = kAccumulators<L>;
+  constexpr int JB = GV < R / S ? GV : R / S;             // output vectors per pass
+  constexpr int P = R / (S * JB) > 1 ? R / (S * JB) : 1;  // independent partial sums per output
   static_assert(N % P == 0 && GV % JB == 0, "unsupported N");
 #pragma GCC unroll 8
   for (int jb = 0; jb < GV; jb += JB) {
-    v8f acc[S][P][JB];
+    V acc[S][P][JB];
 #pragma GCC unroll 2
     for (int s = 0; s < S; ++s)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int jj = 0; jj < JB; ++jj) {
         acc[s][0][jj] = base[s][jb + jj];
-#pragma GCC unroll 8
-        for (int pp = 1; pp < P; ++pp) acc[s][pp][jj] = vset(0.0f);
+#pragma GCC unroll 16
+        for (int pp = 1; pp < P; ++pp) acc[s][pp][jj] = vset<V>(0.0f);
       }
 #pragma GCC unroll 32
     for (int n = 0; n < N; n += P) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int pp = 0; pp < P; ++pp) {
-        const float* wr = w_t + (n + pp) * G + jb * 8;
-        v8f hb[S];
+        const float* wr = w_t + (n + pp) * G + jb * L;
+        V hb[S];
 #pragma GCC unroll 2
-        for (int s = 0; s < S; ++s) hb[s] = vset(hs[s][n + pp]);
-#pragma GCC unroll 8
+        for (int s = 0; s < S; ++s) hb[s] = vset<V>(hs[s][n + pp]);
+#pragma GCC unroll 16
         for (int jj = 0; jj < JB; ++jj) {
-          const v8f wv = vload(wr + jj * 8);
+          const V wv = vload<V>(wr + jj * L);
 #pragma GCC unroll 2
           for (int s = 0; s < S; ++s) acc[s][pp][jj] += wv * hb[s];
         }
@@ -316,10 +372,10 @@ VSML_INLINE void gate_matvec(v8f (*z)[N / 2], const v8f (*base)[N / 2], const fl
     }
 #pragma GCC unroll 2
     for (int s = 0; s < S; ++s)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int jj = 0; jj < JB; ++jj) {
-        v8f sum = acc[s][0][jj];
-#pragma GCC unroll 8
+        V sum = acc[s][0][jj];
+#pragma GCC unroll 16
         for (int pp = 1; pp < P; ++pp) sum += acc[s][pp][jj];
         z[s][jb + jj] = sum;
       }
@@ -327,36 +383,38 @@ VSML_INLINE void gate_matvec(v8f (*z)[N / 2], const v8f (*base)[N / 2], const fl
 }
 
 // dh[s] = W_h^T dz[s] for S synapses, with w = W_h (4N, N) row-major.
-template <int N, int S>
-VSML_INLINE void state_matvec_t(v8f (*dh)[N / 8], const float* w, const float* const* dz) {
-  constexpr int G = 4 * N, NV = N / 8;
-  constexpr int P = 8 / (S * NV) > 1 ? 8 / (S * NV) : 1;
+template <int N, int L, int S>
+VSML_INLINE void state_matvec_t(typename Vec<L>::f (*dh)[N / L], const float* w, const float* const* dz) {
+  using V = typename Vec<L>::f;
+  constexpr int G = 4 * N, NV = N / L, R = kAccumulators<L>;
+  constexpr int P0 = R / (S * NV) > 1 ? R / (S * NV) : 1;
+  constexpr int P = P0 * 64 >= G ? P0 : 2 * P0;  // keep the dependent chains <= 64 FMAs (N = 32)
   static_assert(G % P == 0, "unsupported N");
-  v8f acc[S][P][NV];
+  V acc[S][P][NV];
 #pragma GCC unroll 2
   for (int s = 0; s < S; ++s)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int pp = 0; pp < P; ++pp)
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[s][pp][v] = vset(0.0f);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[s][pp][v] = vset<V>(0.0f);
 #pragma GCC unroll 16
   for (int j = 0; j < G; j += P) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int pp = 0; pp < P; ++pp) {
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        const v8f wv = vload(w + (j + pp) * N + v * 8);
+        const V wv = vload<V>(w + (j + pp) * N + v * L);
 #pragma GCC unroll 2
-        for (int s = 0; s < S; ++s) acc[s][pp][v] += wv * vset(dz[s][j + pp]);
+        for (int s = 0; s < S; ++s) acc[s][pp][v] += wv * vset<V>(dz[s][j + pp]);
       }
     }
   }
 #pragma GCC unroll 2
   for (int s = 0; s < S; ++s)
-#pragma GCC unroll 8
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      v8f sum = acc[s][0][v];
-#pragma GCC unroll 8
+      V sum = acc[s][0][v];
+#pragma GCC unroll 16
       for (int pp = 1; pp < P; ++pp) sum += acc[s][pp][v];
       dh[s][v] = sum;
     }
@@ -364,85 +422,91 @@ VSML_INLINE void state_matvec_t(v8f (*dh)[N / 8], const float* w, const float* c
 
 // One LSTM tick of S synapses; with kKeep, stores activations (i, f, g, o) at act + s*act_stride
 // and tanh(c') at tc + s*tc_stride.
-template <int N, int S, bool kKeep>
-VSML_INLINE void lstm_tick(v8f (*hv)[N / 8], v8f (*cv)[N / 8], const v8f (*base)[N / 2], const float* w_t, float* act,
+template <int N, int L, int S, bool kKeep>
+VSML_INLINE void lstm_tick(typename Vec<L>::f (*hv)[N / L], typename Vec<L>::f (*cv)[N / L],
+                           const typename Vec<L>::f (*base)[4 * N / L], const float* w_t, float* act,
                            int64_t act_stride, float* tc, int64_t tc_stride) {
-  constexpr int NV = N / 8, GV = N / 2;
+  using V = typename Vec<L>::f;
+  using U = typename Vec<L>::u;
+  constexpr int NV = N / L, GV = 4 * N / L;
   float hs[S][N];
 #pragma GCC unroll 2
   for (int s = 0; s < S; ++s)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) vstore(hs[s] + v * 8, hv[s][v]);
-  v8f z[S][GV];
-  gate_matvec<N, S>(z, base, w_t, hs);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) vstore(hs[s] + v * L, hv[s][v]);
+  V z[S][GV];
+  gate_matvec<N, L, S>(z, base, w_t, hs);
 #pragma GCC unroll 2
   for (int s = 0; s < S; ++s)
-#pragma GCC unroll 8
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      const v8f i = vsigmoid(z[s][v]), f = vsigmoid(z[s][NV + v]), g = vtanh(z[s][2 * NV + v]),
-                o = vsigmoid(z[s][3 * NV + v]);
+      const V i = vsigmoid<V, U>(z[s][v]), f = vsigmoid<V, U>(z[s][NV + v]), g = vtanh<V, U>(z[s][2 * NV + v]),
+              o = vsigmoid<V, U>(z[s][3 * NV + v]);
       cv[s][v] = f * cv[s][v] + i * g;
-      const v8f t = vtanh(cv[s][v]);
+      const V t = vtanh<V, U>(cv[s][v]);
       hv[s][v] = o * t;
       if (kKeep) {
         float* a = act + s * act_stride;
-        vstore(a + v * 8, i);
-        vstore(a + N + v * 8, f);
-        vstore(a + 2 * N + v * 8, g);
-        vstore(a + 3 * N + v * 8, o);
-        vstore(tc + s * tc_stride + v * 8, t);
+        vstore(a + v * L, i);
+        vstore(a + N + v * L, f);
+        vstore(a + 2 * N + v * L, g);
+        vstore(a + 3 * N + v * L, o);
+        vstore(tc + s * tc_stride + v * L, t);
       }
     }
 }
 
 // Synapses b0 .. b0+S-1 of row (t, a) through all ticks; adds h' to facc[b] and bsum.
-template <int N, int S>
-VSML_INLINE void fwd_synapses_fast(const FwdArgs<float>& p, const float* w_t, const v8f* rowv, const float* colp,
-                                   int64_t s0, int64_t b0, float* facc, v8f* bsum) {
-  constexpr int G = 4 * N, NV = N / 8, GV = G / 8;
-  v8f hv[S][NV], cv[S][NV], base[S][GV];
+template <int N, int L, int S>
+VSML_INLINE void fwd_synapses_fast(const FwdArgs<float>& p, const float* w_t, const typename Vec<L>::f* rowv,
+                                   const float* colp, int64_t s0, int64_t b0, float* facc,
+                                   typename Vec<L>::f* bsum) {
+  using V = typename Vec<L>::f;
+  constexpr int G = 4 * N, NV = N / L, GV = G / L;
+  V hv[S][NV], cv[S][NV], base[S][GV];
 #pragma GCC unroll 2
   for (int s = 0; s < S; ++s) {
     const int64_t o = s0 + (b0 + s) * N;
-#pragma GCC unroll 8
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      hv[s][v] = vload(p.h + o + v * 8);
-      cv[s][v] = vload(p.c + o + v * 8);
+      hv[s][v] = vload<V>(p.h + o + v * L);
+      cv[s][v] = vload<V>(p.c + o + v * L);
     }
 #pragma GCC unroll 16
-    for (int v = 0; v < GV; ++v) base[s][v] = rowv[v] + vload(colp + (b0 + s) * G + v * 8);
+    for (int v = 0; v < GV; ++v) base[s][v] = rowv[v] + vload<V>(colp + (b0 + s) * G + v * L);
   }
-  for (int64_t k = 0; k < p.K; ++k) lstm_tick<N, S, false>(hv, cv, base, w_t, nullptr, 0, nullptr, 0);
+  for (int64_t k = 0; k < p.K; ++k) lstm_tick<N, L, S, false>(hv, cv, base, w_t, nullptr, 0, nullptr, 0);
 #pragma GCC unroll 2
   for (int s = 0; s < S; ++s) {
     const int64_t o = s0 + (b0 + s) * N;
     float* fa = facc + (b0 + s) * N;
-#pragma GCC unroll 8
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      vstore(p.h_out + o + v * 8, hv[s][v]);
-      vstore(p.c_out + o + v * 8, cv[s][v]);
+      vstore(p.h_out + o + v * L, hv[s][v]);
+      vstore(p.c_out + o + v * L, cv[s][v]);
       bsum[v] += hv[s][v];
-      vstore(fa + v * 8, vload(fa + v * 8) + hv[s][v]);
+      vstore(fa + v * L, vload<V>(fa + v * L) + hv[s][v]);
     }
   }
 }
 
-template <int N>
+template <int N, int L>
 VSML_INLINE void fwd_row_fast(const FwdArgs<float>& p, int64_t t, int64_t a, float* facc) {
-  constexpr int G = 4 * N, NV = N / 8, GV = G / 8;
+  using V = typename Vec<L>::f;
+  constexpr int G = 4 * N, NV = N / L, GV = G / L;
   const int64_t B = p.B;
   const float* w_t = p.w_t + (p.Tw == 1 ? 0 : t) * int64_t{N} * G;
   const float* rowp = p.row + (t * p.A + a) * G;
   const float* colp = p.col + t * B * G;
   const int64_t s0 = (t * p.A + a) * B * N;
-  v8f rowv[GV], bsum[NV];
-  for (int v = 0; v < GV; ++v) rowv[v] = vload(rowp + v * 8);
-  for (int v = 0; v < NV; ++v) bsum[v] = vset(0.0f);
+  V rowv[GV], bsum[NV];
+  for (int v = 0; v < GV; ++v) rowv[v] = vload<V>(rowp + v * L);
+  for (int v = 0; v < NV; ++v) bsum[v] = vset<V>(0.0f);
   int64_t b = 0;
-  for (; b + 2 <= B; b += 2) fwd_synapses_fast<N, 2>(p, w_t, rowv, colp, s0, b, facc, bsum);
-  if (b < B) fwd_synapses_fast<N, 1>(p, w_t, rowv, colp, s0, b, facc, bsum);
+  for (; b + 2 <= B; b += 2) fwd_synapses_fast<N, L, 2>(p, w_t, rowv, colp, s0, b, facc, bsum);
+  if (b < B) fwd_synapses_fast<N, L, 1>(p, w_t, rowv, colp, s0, b, facc, bsum);
   const float invB = 1.0f / float(B);
-  for (int v = 0; v < NV; ++v) vstore(p.bwd_mean + (t * p.A + a) * N + v * 8, bsum[v] * invB);
+  for (int v = 0; v < NV; ++v) vstore(p.bwd_mean + (t * p.A + a) * N + v * L, bsum[v] * invB);
 }
 
 // Synapses per block of the backward (even, for the pairs): dz and h_{k-1} of a block are buffered
@@ -455,40 +519,43 @@ inline int64_t bwd_fast_scratch(int64_t N, int64_t K) {
 }
 
 // gwh (4N, N) += DZ^T HP over S synapse-ticks; DZ (S, 4N), HP (S, N).
-template <int N>
+template <int N, int L>
 VSML_INLINE void gwh_update(float* gwh, const float* DZ, const float* HP, int64_t S) {
-  constexpr int G = 4 * N, NV = N / 8, JB = 8 / NV;
+  using V = typename Vec<L>::f;
+  constexpr int G = 4 * N, NV = N / L, JB = kAccumulators<L> / NV;
+  static_assert(G % JB == 0, "unsupported N");
   for (int j0 = 0; j0 < G; j0 += JB) {
-    v8f acc[JB][NV];
-#pragma GCC unroll 8
+    V acc[JB][NV];
+#pragma GCC unroll 16
     for (int jj = 0; jj < JB; ++jj)
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[jj][v] = vload(gwh + (j0 + jj) * N + v * 8);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[jj][v] = vload<V>(gwh + (j0 + jj) * N + v * L);
     for (int64_t s = 0; s < S; ++s) {
-      v8f hp[NV];
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) hp[v] = vload(HP + s * N + v * 8);
-#pragma GCC unroll 8
+      V hp[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) hp[v] = vload<V>(HP + s * N + v * L);
+#pragma GCC unroll 16
       for (int jj = 0; jj < JB; ++jj) {
-        const v8f d = vset(DZ[s * G + j0 + jj]);
-#pragma GCC unroll 8
+        const V d = vset<V>(DZ[s * G + j0 + jj]);
+#pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[jj][v] += d * hp[v];
       }
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int jj = 0; jj < JB; ++jj)
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) vstore(gwh + (j0 + jj) * N + v * 8, acc[jj][v]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) vstore(gwh + (j0 + jj) * N + v * L, acc[jj][v]);
   }
 }
 
 // Backward of synapses b0+ib .. b0+ib+S-1 (block-local index ib) of row (t, a): recompute the ticks
 // keeping this synapse's states in scratch, then walk them back. dz and h_{k-1} go to the block buffers.
-template <int N, int S>
+template <int N, int L, int S>
 VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a, const float* w, const float* w_t,
-                                   const v8f* rowv, const v8f* gbm_v, int64_t b0, int64_t ib, float* scratch,
-                                   float* DZ, float* HP) {
-  constexpr int G = 4 * N, NV = N / 8, GV = G / 8;
+                                   const typename Vec<L>::f* rowv, const typename Vec<L>::f* gbm_v, int64_t b0,
+                                   int64_t ib, float* scratch, float* DZ, float* HP) {
+  using V = typename Vec<L>::f;
+  constexpr int G = 4 * N, NV = N / L, GV = G / L;
   const int64_t B = p.B, K = p.K;
   const float* colp = p.col + t * B * G;
   const int64_t s0 = (t * p.A + a) * B * N;
@@ -498,36 +565,36 @@ VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a
   float* ACT = scratch;
   float* TC = ACT + K * G;
   float* CP = TC + K * N;
-  v8f hv[S][NV], cv[S][NV], base[S][GV];
+  V hv[S][NV], cv[S][NV], base[S][GV];
 #pragma GCC unroll 2
   for (int s = 0; s < S; ++s) {
     const int64_t o = s0 + (b0 + ib + s) * N;
-#pragma GCC unroll 8
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      hv[s][v] = vload(p.h + o + v * 8);
-      cv[s][v] = vload(p.c + o + v * 8);
+      hv[s][v] = vload<V>(p.h + o + v * L);
+      cv[s][v] = vload<V>(p.c + o + v * L);
     }
 #pragma GCC unroll 16
-    for (int v = 0; v < GV; ++v) base[s][v] = rowv[v] + vload(colp + (b0 + ib + s) * G + v * 8);
+    for (int v = 0; v < GV; ++v) base[s][v] = rowv[v] + vload<V>(colp + (b0 + ib + s) * G + v * L);
   }
   for (int64_t k = 0; k < K; ++k) {
 #pragma GCC unroll 2
     for (int s = 0; s < S; ++s)
-#pragma GCC unroll 8
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        vstore(HP + ((ib + s) * K + k) * N + v * 8, hv[s][v]);
-        vstore(CP + s * stride + k * N + v * 8, cv[s][v]);
+        vstore(HP + ((ib + s) * K + k) * N + v * L, hv[s][v]);
+        vstore(CP + s * stride + k * N + v * L, cv[s][v]);
       }
-    lstm_tick<N, S, true>(hv, cv, base, w_t, ACT + k * G, stride, TC + k * N, stride);
+    lstm_tick<N, L, S, true>(hv, cv, base, w_t, ACT + k * G, stride, TC + k * N, stride);
   }
-  v8f dh[S][NV], dc[S][NV];
+  V dh[S][NV], dc[S][NV];
 #pragma GCC unroll 2
   for (int s = 0; s < S; ++s) {
     const int64_t b = b0 + ib + s, o = s0 + b * N;
-#pragma GCC unroll 8
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      dh[s][v] = vload(p.gh + o + v * 8) + vload(p.gfm + (t * B + b) * N + v * 8) * invA + gbm_v[v];
-      dc[s][v] = vload(p.gc + o + v * 8);
+      dh[s][v] = vload<V>(p.gh + o + v * L) + vload<V>(p.gfm + (t * B + b) * N + v * L) * invA + gbm_v[v];
+      dc[s][v] = vload<V>(p.gc + o + v * L);
     }
   }
   for (int64_t k = K - 1; k >= 0; --k) {
@@ -539,36 +606,37 @@ VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a
       const float* cpp = CP + s * stride + k * N;
       float* dz = DZ + ((ib + s) * K + k) * G;
       dzs[s] = dz;
-#pragma GCC unroll 8
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        const v8f i = vload(act + v * 8), f = vload(act + N + v * 8), g = vload(act + 2 * N + v * 8),
-                  o = vload(act + 3 * N + v * 8), tc = vload(tcp + v * 8);
-        const v8f d_o = dh[s][v] * tc;
-        const v8f dcn = dc[s][v] + dh[s][v] * o * (1.0f - tc * tc);
-        vstore(dz + v * 8, dcn * g * i * (1.0f - i));
-        vstore(dz + N + v * 8, dcn * vload(cpp + v * 8) * f * (1.0f - f));
-        vstore(dz + 2 * N + v * 8, dcn * i * (1.0f - g * g));
-        vstore(dz + 3 * N + v * 8, d_o * o * (1.0f - o));
+        const V i = vload<V>(act + v * L), f = vload<V>(act + N + v * L), g = vload<V>(act + 2 * N + v * L),
+                o = vload<V>(act + 3 * N + v * L), tc = vload<V>(tcp + v * L);
+        const V d_o = dh[s][v] * tc;
+        const V dcn = dc[s][v] + dh[s][v] * o * (1.0f - tc * tc);
+        vstore(dz + v * L, dcn * g * i * (1.0f - i));
+        vstore(dz + N + v * L, dcn * vload<V>(cpp + v * L) * f * (1.0f - f));
+        vstore(dz + 2 * N + v * L, dcn * i * (1.0f - g * g));
+        vstore(dz + 3 * N + v * L, d_o * o * (1.0f - o));
         dc[s][v] = dcn * f;
       }
     }
-    state_matvec_t<N, S>(dh, w, dzs);
+    state_matvec_t<N, L, S>(dh, w, dzs);
   }
 #pragma GCC unroll 2
   for (int s = 0; s < S; ++s) {
     const int64_t o = s0 + (b0 + ib + s) * N;
-#pragma GCC unroll 8
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      vstore(p.gh0 + o + v * 8, dh[s][v]);
-      vstore(p.gc0 + o + v * 8, dc[s][v]);
+      vstore(p.gh0 + o + v * L, dh[s][v]);
+      vstore(p.gc0 + o + v * L, dc[s][v]);
     }
   }
 }
 
-template <int N>
+template <int N, int L>
 VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, float* gcol, float* gwh,
                               float* scratch) {
-  constexpr int G = 4 * N, NV = N / 8, GV = G / 8;
+  using V = typename Vec<L>::f;
+  constexpr int G = 4 * N, NV = N / L, GV = G / L;
   const int64_t B = p.B, K = p.K, SB = bwd_block(K);
   const int64_t tw = p.Tw == 1 ? 0 : t;
   const float* w = p.w + tw * int64_t{G} * N;
@@ -578,33 +646,33 @@ VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, flo
   float* DZ = scratch + 2 * K * (G + 2 * N);  // (SB*K, 4N) gate gradients of the block
   float* HP = DZ + SB * K * G;                // (SB*K, N) h_{k-1} of the block
   float* grow = HP + SB * K * N;              // (4N) row sum of dz
-  v8f rowv[GV], gbm_v[NV];
-  for (int v = 0; v < GV; ++v) rowv[v] = vload(rowp + v * 8);
-  for (int v = 0; v < NV; ++v) gbm_v[v] = vload(p.gbm + (t * p.A + a) * N + v * 8) * invB;
+  V rowv[GV], gbm_v[NV];
+  for (int v = 0; v < GV; ++v) rowv[v] = vload<V>(rowp + v * L);
+  for (int v = 0; v < NV; ++v) gbm_v[v] = vload<V>(p.gbm + (t * p.A + a) * N + v * L) * invB;
   for (int j = 0; j < G; ++j) grow[j] = 0.0f;
 
   for (int64_t b0 = 0; b0 < B; b0 += SB) {
     const int64_t nb = std::min(SB, B - b0);
     int64_t ib = 0;
-    for (; ib + 2 <= nb; ib += 2) bwd_synapses_fast<N, 2>(p, t, a, w, w_t, rowv, gbm_v, b0, ib, scratch, DZ, HP);
-    if (ib < nb) bwd_synapses_fast<N, 1>(p, t, a, w, w_t, rowv, gbm_v, b0, ib, scratch, DZ, HP);
+    for (; ib + 2 <= nb; ib += 2) bwd_synapses_fast<N, L, 2>(p, t, a, w, w_t, rowv, gbm_v, b0, ib, scratch, DZ, HP);
+    if (ib < nb) bwd_synapses_fast<N, L, 1>(p, t, a, w, w_t, rowv, gbm_v, b0, ib, scratch, DZ, HP);
     // Block epilogue: g_col[b] += sum_k dz, g_row += sum_{b,k} dz, g_wh += DZ^T HP.
     for (ib = 0; ib < nb; ++ib) {
       float* gc = gcol + (b0 + ib) * G;
-      v8f acc[GV];
+      V acc[GV];
 #pragma GCC unroll 16
-      for (int v = 0; v < GV; ++v) acc[v] = vload(DZ + ib * K * G + v * 8);
+      for (int v = 0; v < GV; ++v) acc[v] = vload<V>(DZ + ib * K * G + v * L);
       for (int64_t k = 1; k < K; ++k) {
 #pragma GCC unroll 16
-        for (int v = 0; v < GV; ++v) acc[v] += vload(DZ + (ib * K + k) * G + v * 8);
+        for (int v = 0; v < GV; ++v) acc[v] += vload<V>(DZ + (ib * K + k) * G + v * L);
       }
 #pragma GCC unroll 16
       for (int v = 0; v < GV; ++v) {
-        vstore(grow + v * 8, vload(grow + v * 8) + acc[v]);
-        vstore(gc + v * 8, vload(gc + v * 8) + acc[v]);
+        vstore(grow + v * L, vload<V>(grow + v * L) + acc[v]);
+        vstore(gc + v * L, vload<V>(gc + v * L) + acc[v]);
       }
     }
-    gwh_update<N>(gwh, DZ, HP, nb * K);
+    gwh_update<N, L>(gwh, DZ, HP, nb * K);
   }
   float* gr = p.g_row + (t * p.A + a) * G;
   for (int j = 0; j < G; ++j) gr[j] += grow[j];
@@ -613,11 +681,12 @@ VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, flo
 #pragma GCC diagnostic pop
 #endif  // VSML_FAST_PATH
 
+
 // ---------------------------------------------------------------------------------------------
 // Chunk drivers: one contiguous range of rows, shared outputs per copy t (see the file comment)
 // ---------------------------------------------------------------------------------------------
 
-template <typename T, int NC>
+template <typename T, int NC, int L>
 VSML_INLINE void fwd_chunk(const FwdArgs<T>& p, int64_t chunk) {
   const int64_t N = p.N, B = p.B;
   int64_t r0, r1;
@@ -642,7 +711,7 @@ VSML_INLINE void fwd_chunk(const FwdArgs<T>& p, int64_t chunk) {
     for (int64_t a = a0; a < a1; ++a) {
 #if VSML_FAST_PATH
       if constexpr (NC != 0) {
-        fwd_row_fast<NC>(p, t, a, facc);
+        fwd_row_fast<NC, L>(p, t, a, facc);
         continue;
       }
 #endif
@@ -653,7 +722,7 @@ VSML_INLINE void fwd_chunk(const FwdArgs<T>& p, int64_t chunk) {
   }
 }
 
-template <typename T, int NC>
+template <typename T, int NC, int L>
 VSML_INLINE void bwd_chunk(const BwdArgs<T>& p, int64_t chunk) {
   const int64_t N = p.N, G = 4 * N, B = p.B;
   int64_t r0, r1;
@@ -681,7 +750,7 @@ VSML_INLINE void bwd_chunk(const BwdArgs<T>& p, int64_t chunk) {
     for (int64_t a = a0; a < a1; ++a) {
 #if VSML_FAST_PATH
       if constexpr (NC != 0) {
-        bwd_row_fast<NC>(p, t, a, gcol, gwh, scratch.data());
+        bwd_row_fast<NC, L>(p, t, a, gcol, gwh, scratch.data());
         continue;
       }
 #endif
@@ -690,37 +759,81 @@ VSML_INLINE void bwd_chunk(const BwdArgs<T>& p, int64_t chunk) {
   }
 }
 
-// Multiversioned entry points (the clones inline everything above).
-VSML_CLONES void fwd_chunk_f32_n8(const FwdArgs<float>& p, int64_t c) { fwd_chunk<float, 8>(p, c); }
-VSML_CLONES void fwd_chunk_f32_n16(const FwdArgs<float>& p, int64_t c) { fwd_chunk<float, 16>(p, c); }
-VSML_CLONES void fwd_chunk_f32_n32(const FwdArgs<float>& p, int64_t c) { fwd_chunk<float, 32>(p, c); }
-VSML_CLONES void fwd_chunk_f32_any(const FwdArgs<float>& p, int64_t c) { fwd_chunk<float, 0>(p, c); }
-VSML_CLONES void fwd_chunk_f64_any(const FwdArgs<double>& p, int64_t c) { fwd_chunk<double, 0>(p, c); }
-VSML_CLONES void bwd_chunk_f32_n8(const BwdArgs<float>& p, int64_t c) { bwd_chunk<float, 8>(p, c); }
-VSML_CLONES void bwd_chunk_f32_n16(const BwdArgs<float>& p, int64_t c) { bwd_chunk<float, 16>(p, c); }
-VSML_CLONES void bwd_chunk_f32_n32(const BwdArgs<float>& p, int64_t c) { bwd_chunk<float, 32>(p, c); }
-VSML_CLONES void bwd_chunk_f32_any(const BwdArgs<float>& p, int64_t c) { bwd_chunk<float, 0>(p, c); }
-VSML_CLONES void bwd_chunk_f64_any(const BwdArgs<double>& p, int64_t c) { bwd_chunk<double, 0>(p, c); }
-
+// Entry points: each inlines the whole chunk loop for one (N, lane count, ISA).
 using FwdChunkFn = void (*)(const FwdArgs<float>&, int64_t);
 using BwdChunkFn = void (*)(const BwdArgs<float>&, int64_t);
+struct ChunkFns {
+  FwdChunkFn fwd;
+  BwdChunkFn bwd;
+};
 
-void fwd_chunk_any(const FwdArgs<float>& p, int64_t c) {
-  FwdChunkFn fn = fwd_chunk_f32_any;
+#define VSML_ENTRY(attr, name, N, L)                                                                      \
+  attr void fwd_##name(const FwdArgs<float>& p, int64_t c) { fwd_chunk<float, N, L>(p, c); }            \
+  attr void bwd_##name(const BwdArgs<float>& p, int64_t c) { bwd_chunk<float, N, L>(p, c); }
+
+VSML_ENTRY(, f32_any, 0, 4)
 #if VSML_FAST_PATH
-  fn = p.N == 8 ? fwd_chunk_f32_n8 : p.N == 16 ? fwd_chunk_f32_n16 : p.N == 32 ? fwd_chunk_f32_n32 : fn;
+VSML_ENTRY(, f32_n8_base, 8, 4)
+VSML_ENTRY(, f32_n16_base, 16, 4)
+VSML_ENTRY(, f32_n32_base, 32, 4)
 #endif
-  fn(p, c);
+#if VSML_X86_DISPATCH
+VSML_ENTRY(VSML_TARGET_V3, f32_n8_avx2, 8, 8)
+VSML_ENTRY(VSML_TARGET_V3, f32_n16_avx2, 16, 8)
+VSML_ENTRY(VSML_TARGET_V3, f32_n32_avx2, 32, 8)
+VSML_ENTRY(VSML_TARGET_V4, f32_n8_avx512, 8, 8)
+VSML_ENTRY(VSML_TARGET_V4, f32_n16_avx512, 16, 16)
+VSML_ENTRY(VSML_TARGET_V4, f32_n32_avx512, 32, 16)
+#endif
+#undef VSML_ENTRY
+
+// 2 = AVX-512 (x86-64-v4), 1 = AVX2+FMA (x86-64-v3), 0 = baseline. METALEARN_CPU_ISA=avx2|baseline
+// caps it (read once), so that tests can cover every build on one machine.
+inline int x86_level() {
+#if VSML_X86_DISPATCH
+  static const int level = [] {
+    __builtin_cpu_init();
+    int l = __builtin_cpu_supports("x86-64-v4") ? 2 : __builtin_cpu_supports("x86-64-v3") ? 1 : 0;
+    if (const char* cap = std::getenv("METALEARN_CPU_ISA")) {
+      if (std::strcmp(cap, "avx2") == 0) l = std::min(l, 1);
+      if (std::strcmp(cap, "baseline") == 0) l = 0;
+    }
+    return l;
+  }();
+  return level;
+#else
+  return 0;
+#endif
 }
-void fwd_chunk_any(const FwdArgs<double>& p, int64_t c) { fwd_chunk_f64_any(p, c); }
-void bwd_chunk_any(const BwdArgs<float>& p, int64_t c) {
-  BwdChunkFn fn = bwd_chunk_f32_any;
+
+ChunkFns pick_f32(int64_t N) {
+#define VSML_PICK(name) \
+  return { fwd_##name, bwd_##name }
+#if VSML_X86_DISPATCH
+  const int level = x86_level();
+  if (level == 2 && N == 8) VSML_PICK(f32_n8_avx512);
+  if (level == 2 && N == 16) VSML_PICK(f32_n16_avx512);
+  if (level == 2 && N == 32) VSML_PICK(f32_n32_avx512);
+  if (level >= 1 && N == 8) VSML_PICK(f32_n8_avx2);
+  if (level >= 1 && N == 16) VSML_PICK(f32_n16_avx2);
+  if (level >= 1 && N == 32) VSML_PICK(f32_n32_avx2);
+#endif
 #if VSML_FAST_PATH
-  fn = p.N == 8 ? bwd_chunk_f32_n8 : p.N == 16 ? bwd_chunk_f32_n16 : p.N == 32 ? bwd_chunk_f32_n32 : fn;
+  if (N == 8) VSML_PICK(f32_n8_base);
+  if (N == 16) VSML_PICK(f32_n16_base);
+  if (N == 32) VSML_PICK(f32_n32_base);
 #endif
-  fn(p, c);
+  VSML_PICK(f32_any);
+#undef VSML_PICK
 }
-void bwd_chunk_any(const BwdArgs<double>& p, int64_t c) { bwd_chunk_f64_any(p, c); }
+
+void fwd_f64_any(const FwdArgs<double>& p, int64_t c) { fwd_chunk<double, 0, 4>(p, c); }
+void bwd_f64_any(const BwdArgs<double>& p, int64_t c) { bwd_chunk<double, 0, 4>(p, c); }
+
+FwdChunkFn pick(const FwdArgs<float>& p) { return pick_f32(p.N).fwd; }
+BwdChunkFn pick(const BwdArgs<float>& p) { return pick_f32(p.N).bwd; }
+auto pick(const FwdArgs<double>&) { return fwd_f64_any; }
+auto pick(const BwdArgs<double>&) { return bwd_f64_any; }
 
 }  // namespace
 
@@ -747,8 +860,9 @@ void vsml_forward_cpu(const at::Tensor& h, const at::Tensor& c, const at::Tensor
     std::vector<int64_t> slot_t(p.nchunks * 2, -1);
     p.slots = slots.data();
     p.slot_t = slot_t.data();
+    const auto chunk_fn = pick(p);
     at::parallel_for(0, p.nchunks, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t ch = c0; ch < c1; ++ch) fwd_chunk_any(p, ch);
+      for (int64_t ch = c0; ch < c1; ++ch) chunk_fn(p, ch);
     });
     // Copies shared between ranges: fwd_mean[t] = sum of the partial sums / A.
     const scalar_t invA = scalar_t(1) / scalar_t(A);
@@ -796,8 +910,9 @@ void vsml_backward_cpu(const at::Tensor& grad_h, const at::Tensor& grad_c, const
     std::vector<int64_t> slot_t(p.nchunks * 2, -1);
     p.slots = slots.data();
     p.slot_t = slot_t.data();
+    const auto chunk_fn = pick(p);
     at::parallel_for(0, p.nchunks, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t ch = c0; ch < c1; ++ch) bwd_chunk_any(p, ch);
+      for (int64_t ch = c0; ch < c1; ++ch) chunk_fn(p, ch);
     });
     for (int64_t i = 0; i < p.nchunks * 2; ++i) {
       if (slot_t[i] < 0) continue;

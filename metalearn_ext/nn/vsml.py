@@ -1,6 +1,7 @@
 """VSML: a network of synapse-LSTMs that learns online by running forward (specs/vsml.md §2)."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 
 from metalearn_ext.nn.vsml_layer import VSMLLayer
 
-__all__ = ["VSML", "VSMLState", "FEEDBACK_MODES"]
+__all__ = ["FEEDBACK_MODES", "VSML", "VSMLState"]
 
 FEEDBACK_MODES = ("previous", "extra_tick")
 
@@ -124,7 +125,7 @@ class VSML(nn.Module):
         self.feedback = feedback
         self.layers = nn.ModuleList(
             VSMLLayer(a, b, state_size, msg_size, ticks, scale_by_fan_in, forget_bias, input_bias, backend)
-            for a, b in zip(sizes[:-1], sizes[1:])
+            for a, b in itertools.pairwise(sizes)
         )
         self.register_buffer("input_mean", torch.zeros(sizes[0]))
         self.register_buffer("input_std", torch.ones(sizes[0]))
@@ -154,7 +155,7 @@ class VSML(nn.Module):
 
     def synapses(self) -> int:
         """Synapses of one copy (Σ_l n_l · n_{l+1})."""
-        return sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        return sum(a * b for a, b in itertools.pairwise(self.sizes))
 
     def synapse_ticks_per_example(self) -> int:
         """LSTM synapse updates one copy does per example."""
@@ -171,7 +172,7 @@ class VSML(nn.Module):
             hs.append(h)
             cs.append(c)
         M, C = self.msg_size, self.num_classes
-        zeros = lambda *s: torch.zeros(*s, dtype=ref.dtype, device=ref.device)  # noqa: E731
+        zeros = lambda *s: torch.zeros(*s, dtype=ref.dtype, device=ref.device)
         bwd = [zeros(copies, layer.out_features, M) for layer in self.layers[:-1]]
         return VSMLState(hs, cs, bwd, zeros(copies, self.input_dim), zeros(copies, C), zeros(copies, C),
                          zeros(copies, 1))

@@ -16,8 +16,20 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "ModelConfig", "DataConfig", "TrainConfig", "Config", "load_config",
-           "config_from_dict", "config_to_dict", "apply_overrides", "shipped_config_path", "SHIPPED_CONFIGS"]
+__all__ = [
+    "SHIPPED_CONFIGS",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "shipped_config_path",
+]
 
 SHIPPED_CONFIGS = ("quick", "paper")
 
@@ -82,10 +94,28 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The meta-test (``metalearn eval``): unseen tasks, baselines, intervals."""
+
+    episode_length: int | None = None  # meta-test episodes (None: data.episode_length)
+    episodes: int = 64  # episodes per task set (the 95% intervals are over these; use >= 32)
+    window: int = 100  # report the first / last `window` examples (first / last quarter if episodes are shorter)
+    projection: bool = True  # also: the held-out tasks under a random orthogonal input projection per episode
+    unseen_dataset: str | None = "fashion-mnist"  # a data set never meta-trained on (None: skip)
+    lr_grid: list[float] = field(default_factory=lambda: [10 ** (k / 2) for k in range(-8, 1)])  # 1e-4 .. 1
+    tune_episodes: int = 64  # meta-training episodes on which the baselines' learning rates are tuned
+    mlp_hidden: int = 32  # the one-hidden-layer baseline's width
+    rnn_hidden: int = 128  # the meta-RNN baseline's LSTM size
+    rnn_steps: int | None = None  # its meta-training steps (None: train.steps, i.e. the same episodes as VSML)
+    rnn_lr: float = 3e-3
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def lr(self) -> float:
         if self.train.lr is not None:
@@ -94,19 +124,21 @@ class Config:
 
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
 _CHOICES = {
     "model.feedback": ("previous", "extra_tick"),
     "model.backend": (None, "reference", "cpp", "cuda", "triton"),
     "data.dataset": ("digits", "mnist", "fashion-mnist"),
     "data.split": ("examples", "classes"),
     "train.method": ("bptt", "es"),
+    "eval.unseen_dataset": (None, "digits", "mnist", "fashion-mnist"),
 }
 _POSITIVE = {"model.state_size", "model.msg_size", "model.ticks", "data.num_classes", "data.image_size",
              "data.projection_dim", "data.episode_length", "data.test_classes", "train.steps",
              "train.meta_batch", "train.truncation", "train.population", "train.checkpoint_every",
              "train.max_bad_steps", "train.num_threads", "train.eval_streams", "train.lr", "train.sigma",
-             "train.clip"}
+             "train.clip", "eval.episode_length", "eval.window", "eval.tune_episodes", "eval.mlp_hidden",
+             "eval.rnn_hidden", "eval.rnn_steps", "eval.rnn_lr"}
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:
@@ -133,7 +165,7 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
 
 
 def config_from_dict(d: dict | None) -> Config:
-    """A validated :class:`Config` from nested dicts (sections model / data / train)."""
+    """A validated :class:`Config` from nested dicts (sections model / data / train / eval)."""
     d = d or {}
     if not isinstance(d, dict):
         raise ConfigError(f"config must be a mapping of sections {tuple(_SECTIONS)}, got {type(d).__name__}")
@@ -176,6 +208,11 @@ def validate(cfg: Config) -> None:
                           f"{cfg.model.msg_size}")
     if not 0.0 < cfg.data.test_fraction < 1.0:
         raise ConfigError(f"config key 'data.test_fraction': must be in (0, 1), got {cfg.data.test_fraction}")
+    if cfg.eval.episodes < 2:
+        raise ConfigError(f"config key 'eval.episodes': must be >= 2 (intervals over episodes), got {cfg.eval.episodes}")
+    if not cfg.eval.lr_grid or min(cfg.eval.lr_grid) <= 0:
+        raise ConfigError(f"config key 'eval.lr_grid': must be a non-empty list of positive learning rates, got "
+                          f"{cfg.eval.lr_grid}")
     if cfg.train.population % 2:
         raise ConfigError(f"config key 'train.population': must be even (antithetic pairs), got "
                           f"{cfg.train.population}")

@@ -11,7 +11,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "rank_and_world", "shard", "all_reduce_sum", "barrier"]
+__all__ = ["all_reduce_sum", "barrier", "init_from_env", "rank_and_world", "shard"]
 
 
 def init_from_env(device: torch.device) -> bool:

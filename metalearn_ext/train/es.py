@@ -17,7 +17,7 @@ from metalearn_ext.train.common import StepResult, episodes
 from metalearn_ext.train.distributed import all_reduce_sum, rank_and_world, shard
 from metalearn_ext.train.tasks import NOISE, TaskSource, generator
 
-__all__ = ["es_noise", "es_gradient", "es_step", "apply_gradient"]
+__all__ = ["apply_gradient", "es_gradient", "es_noise", "es_step"]
 
 
 def es_noise(num_params: int, seed: int, step: int, indices: range) -> torch.Tensor:

@@ -28,7 +28,7 @@ from metalearn_ext.train.evaluate import evaluate_online
 from metalearn_ext.train.metrics import MetricsWriter, read_metrics
 from metalearn_ext.train.tasks import TaskSource, make_task_sources
 
-__all__ = ["build_model", "MetaTrainer", "run_training", "EXIT_OK", "EXIT_INTERRUPTED", "EXIT_DIVERGED"]
+__all__ = ["EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_OK", "MetaTrainer", "build_model", "run_training"]
 
 EXIT_OK, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 3, 130
 CHECKPOINT, METRICS, CONFIG, EVAL = "checkpoint.pt", "metrics.jsonl", "config.yaml", "eval.json"
@@ -133,7 +133,7 @@ def run_training(cfg: Config, out_dir: str | Path, *, resume: bool = False, log=
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     init_from_env(torch.device("cpu"))
-    rank, world = rank_and_world()
+    rank = rank_and_world()[0]
     trainer = MetaTrainer(cfg)
     ckpt_path = out / CHECKPOINT
     if resume:

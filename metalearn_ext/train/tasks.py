@@ -15,10 +15,11 @@ from torch import Tensor
 from metalearn_ext.data import ImageDataset, StreamSampler, load_digits, load_mnist, split_classes
 from metalearn_ext.train.config import ConfigError, DataConfig
 
-__all__ = ["derive_seed", "TaskSource", "make_task_sources", "load_dataset"]
+__all__ = ["TaskSource", "derive_seed", "load_dataset", "make_task_sources"]
 
-# purposes, so streams, initial states and ES noise never share a seed
+# purposes, so streams, initial states, ES noise and the meta-test's draws never share a seed
 STREAM, STATE, NOISE, EVAL = 1, 2, 3, 4
+TEST, TUNE, PROJECT, BASELINE_INIT, RNN_INIT = 5, 6, 7, 8, 9
 
 
 def derive_seed(*parts: int) -> int:
@@ -44,7 +45,7 @@ def _split_examples(ds: ImageDataset, test_fraction: float, seed: int) -> tuple[
         idx = (ds.labels == k).nonzero().flatten()
         n_test = max(1, round(test_fraction * idx.numel()))
         test_mask[idx[torch.randperm(idx.numel(), generator=g)[:n_test]]] = True
-    pick = lambda m: ImageDataset(ds.images[m], ds.labels[m], ds.class_names)  # noqa: E731
+    pick = lambda m: ImageDataset(ds.images[m], ds.labels[m], ds.class_names)
     return pick(~test_mask), pick(test_mask)
 
 

@@ -39,7 +39,7 @@ def test_state_carries_across_calls_and_resets():
     torch.manual_seed(0)
     m = VSML([6, 3], state_size=4, msg_size=4)
     x, y = _stream(L=8)
-    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(1)
     whole, _ = m.learn(x, y, generator=g())
     m.reset_state()
     first, _ = m.learn(x[:, :5], y[:, :5], generator=g())
@@ -87,7 +87,7 @@ def test_input_standardization_and_errors():
     m = VSML([6, 3], state_size=4, msg_size=4)
     x, y = _stream()
     mean, std = torch.randn(6), torch.rand(6) + 0.5
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(0)
     m.set_input_stats(mean, std)
     a, _ = m.learn(x * std + mean, y, generator=g())
     m.set_input_stats(torch.zeros(6), torch.ones(6))

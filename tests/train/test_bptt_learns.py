@@ -9,7 +9,6 @@ import math
 
 from metalearn_ext.train.evaluate import evaluate_online
 from metalearn_ext.train.runner import MetaTrainer
-
 from tests.train.helpers import tiny_config
 
 

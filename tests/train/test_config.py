@@ -56,3 +56,12 @@ def test_sizes_that_do_not_match_the_dataset_name_the_key():
         make_task_sources(config_from_dict({"data": {"num_classes": 11}}).data)
     with pytest.raises(ConfigError, match="'data.num_classes'"):
         make_task_sources(config_from_dict({"data": {"split": "classes", "test_classes": 3, "num_classes": 5}}).data)
+
+
+def test_held_out_classes_split():
+    train, test = make_task_sources(config_from_dict({"data": {"split": "classes", "test_classes": 3,
+                                                               "num_classes": 3, "image_size": 4}}).data)
+    assert train.input_dim == test.input_dim == 16
+    assert train.sampler.index.num_classes == 7 and test.sampler.index.num_classes == 3
+    x, y = test.streams([1, 2], 5)
+    assert x.shape == (2, 5, 16) and y.shape == (2, 5) and int(y.max()) < 3

@@ -6,7 +6,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from metalearn_ext.train.runner import MetaTrainer
-
 from tests.train.helpers import tiny_config
 
 K = 2
@@ -35,11 +34,15 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _run(world, path):
+    mp.spawn(_worker, args=(world, _free_port(), str(path)), nprocs=world, join=True)
+    return torch.load(path)
+
+
 def test_es_one_vs_two_processes_identical(tmp_path):
-    single = MetaTrainer(_cfg())
-    losses = [single.step().meta_loss for _ in range(K)]
-    out = tmp_path / "two.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
-    two = torch.load(out)
-    assert two["losses"] == losses
-    assert torch.equal(two["theta"], single.model.parameter_vector().detach())
+    # Both runs in fresh processes: once (1 in ~9 runs) a reference computed in the pytest process
+    # itself, after the other train tests, differed in the 8th digit of the first fitness.
+    one, two = _run(1, tmp_path / "one.pt"), _run(2, tmp_path / "two.pt")
+    assert two["losses"] == one["losses"]
+    assert torch.equal(two["theta"], one["theta"])
+    assert one["losses"][0] != one["losses"][1]  # the steps did something

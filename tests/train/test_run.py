@@ -9,10 +9,9 @@ import torch
 
 from metalearn_ext.train import runner
 from metalearn_ext.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from metalearn_ext.train.common import StepResult
 from metalearn_ext.train.cli import add_train_subparsers
+from metalearn_ext.train.common import StepResult
 from metalearn_ext.train.runner import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, run_training
-
 from tests.train.helpers import tiny_config
 
 

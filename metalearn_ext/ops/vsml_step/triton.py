@@ -11,7 +11,9 @@ Design:
 * One program owns a tile of BLOCK_A × BLOCK_B synapses of one copy t. It loads h, c once,
   runs every tick in registers (four N×N gate products: tl.dot in IEEE fp32 when N ≥ 16,
   a broadcast multiply-and-sum for smaller N) and writes h', c' once: the state crosses
-  memory exactly once each way, which is the op's memory-bound floor.
+  memory exactly once each way, which is the op's memory-bound floor. (Measured on an H200,
+  N = 16, 2 ticks, the kernel is bound by the fp32 gate products, not by memory: see the
+  backend's benchmark before relying on a speed.)
 * The means are fused: each tile reduces its h' over a and over b in registers and adds the
   partial sums, scaled by 1/A and 1/B, into zeroed fp32 buffers with atomics. A layout where
   one program owns whole rows *and* whole columns does not exist, so one of the two means
@@ -29,6 +31,7 @@ Design:
   atomics. A torch epilogue turns g_row / g_col / g_wh into the input, weight and bias grads.
 * The backward op is not itself differentiable (no double backward).
 """
+
 from __future__ import annotations
 
 import os
@@ -53,7 +56,7 @@ try:
     import triton.language as tl
 
     _TRITON_ERROR = ""
-except Exception as exc:  # ImportError, or a broken install raising anything else
+except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install raising anything else
     triton = None
     tl = None
     _TRITON_ERROR = f"triton cannot be imported ({type(exc).__name__}: {exc}); install it with `pip install triton`"
@@ -67,12 +70,17 @@ def supports(device: torch.device | str) -> tuple[bool, str]:
     device = torch.device(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            return False, "CUDA tensors need a CUDA GPU, and torch.cuda.is_available() is False"
+            return (
+                False,
+                "CUDA tensors need a CUDA GPU, and torch.cuda.is_available() is False",
+            )
         return True, ""
     if device.type == "cpu":
         if not _INTERPRETED:
-            return False, ("Triton runs on CPU tensors only under its interpreter: set TRITON_INTERPRET=1 "
-                           "before triton and metalearn_ext are imported")
+            return False, (
+                "Triton runs on CPU tensors only under its interpreter: set TRITON_INTERPRET=1 "
+                "before triton and metalearn_ext are imported"
+            )
         return True, ""
     return False, f"Triton kernels do not run on {device.type} tensors"
 
@@ -85,7 +93,8 @@ def available() -> tuple[bool, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Kernels, built on first use so that importing this file never needs triton.
+# Kernels: defined at import when triton is present (Triton resolves the helpers they call
+# as module globals, so they cannot live inside a lazily called builder).
 # --------------------------------------------------------------------------------------------
 
 
@@ -113,7 +122,9 @@ def _configs() -> list:
 
 _HEURISTICS = {
     "BLOCK_B": lambda args: _pick_block_b(args["B"], args["BLOCK_S"]),
-    "BLOCK_A": lambda args: args["BLOCK_S"] // _pick_block_b(args["B"], args["BLOCK_S"]),
+    "BLOCK_A": lambda args: (
+        args["BLOCK_S"] // _pick_block_b(args["B"], args["BLOCK_S"])
+    ),
     "USE_DOT": lambda args: args["N"] >= 16 and args["BLOCK_S"] >= 16,
 }
 
@@ -151,11 +162,30 @@ if triton is not None:
         return h, c
 
     @triton.jit
-    def _load_msg(row_base, col_base, ra, rb, n, A, B, gate: tl.constexpr, N: tl.constexpr,
-                  BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+    def _load_msg(
+        row_base,
+        col_base,
+        ra,
+        rb,
+        n,
+        A,
+        B,
+        gate: tl.constexpr,
+        N: tl.constexpr,
+        BLOCK_A: tl.constexpr,
+        BLOCK_B: tl.constexpr,
+    ):
         # row[t, a, gate*N + n] + col[t, b, gate*N + n] for every synapse of the tile, as (S, N)
-        r = tl.load(row_base + ra[:, None] * (4 * N) + gate * N + n[None, :], mask=(ra < A)[:, None], other=0.0)
-        q = tl.load(col_base + rb[:, None] * (4 * N) + gate * N + n[None, :], mask=(rb < B)[:, None], other=0.0)
+        r = tl.load(
+            row_base + ra[:, None] * (4 * N) + gate * N + n[None, :],
+            mask=(ra < A)[:, None],
+            other=0.0,
+        )
+        q = tl.load(
+            col_base + rb[:, None] * (4 * N) + gate * N + n[None, :],
+            mask=(rb < B)[:, None],
+            other=0.0,
+        )
         return tl.reshape(r[:, None, :] + q[None, :, :], (BLOCK_A * BLOCK_B, N))
 
     @triton.jit
@@ -168,13 +198,35 @@ if triton is not None:
         # W_h[gate*N + j, n] laid out as (j, n): the right operand of dz @ W_gate
         return tl.load(w_base + (gate * N + j[:, None]) * N + n[None, :])
 
-    @triton.autotune(configs=_configs(), key=["A", "B", "N", "ticks"], reset_to_zero=["fm_ptr", "bm_ptr"])
+    @triton.autotune(
+        configs=_configs(),
+        key=["A", "B", "N", "ticks"],
+        reset_to_zero=["fm_ptr", "bm_ptr"],
+    )
     @triton.heuristics(_HEURISTICS)
     @triton.jit
-    def _fwd_kernel(h_ptr, c_ptr, row_ptr, col_ptr, wh_ptr, ho_ptr, co_ptr, fm_ptr, bm_ptr,
-                    A, B, stride_wt, ticks, inv_a, inv_b,
-                    N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
-                    USE_DOT: tl.constexpr):
+    def _fwd_kernel(
+        h_ptr,
+        c_ptr,
+        row_ptr,
+        col_ptr,
+        wh_ptr,
+        ho_ptr,
+        co_ptr,
+        fm_ptr,
+        bm_ptr,
+        A,
+        B,
+        stride_wt,
+        ticks,
+        inv_a,
+        inv_b,
+        N: tl.constexpr,
+        BLOCK_S: tl.constexpr,
+        BLOCK_A: tl.constexpr,
+        BLOCK_B: tl.constexpr,
+        USE_DOT: tl.constexpr,
+    ):
         pid = tl.program_id(0)
         tiles_b = tl.cdiv(B, BLOCK_B)
         tiles = tl.cdiv(A, BLOCK_A) * tiles_b
@@ -218,18 +270,52 @@ if triton is not None:
         bm = tl.sum(hz, axis=1) * inv_b  # (BLOCK_A, N): partial mean over b
         # Masks spelled out at full shape: the interpreter does not broadcast atomic masks.
         nmask = (n < N)[None, :]
-        tl.atomic_add(fm_ptr + (t * B + rb)[:, None] * N + n[None, :], fm, mask=(rb < B)[:, None] & nmask)
-        tl.atomic_add(bm_ptr + (t * A + ra)[:, None] * N + n[None, :], bm, mask=(ra < A)[:, None] & nmask)
+        tl.atomic_add(
+            fm_ptr + (t * B + rb)[:, None] * N + n[None, :],
+            fm,
+            mask=(rb < B)[:, None] & nmask,
+        )
+        tl.atomic_add(
+            bm_ptr + (t * A + ra)[:, None] * N + n[None, :],
+            bm,
+            mask=(ra < A)[:, None] & nmask,
+        )
 
-    @triton.autotune(configs=_configs(), key=["A", "B", "N", "ticks"],
-                     reset_to_zero=["grow_ptr", "gcol_ptr", "gwh_ptr"])
+    @triton.autotune(
+        configs=_configs(),
+        key=["A", "B", "N", "ticks"],
+        reset_to_zero=["grow_ptr", "gcol_ptr", "gwh_ptr"],
+    )
     @triton.heuristics(_HEURISTICS)
     @triton.jit
-    def _bwd_kernel(h_ptr, c_ptr, row_ptr, col_ptr, wh_ptr, gh_ptr, gc_ptr, gfm_ptr, gbm_ptr,
-                    gh0_ptr, gc0_ptr, grow_ptr, gcol_ptr, gwh_ptr,
-                    T, A, B, stride_wt, ticks, inv_a, inv_b,
-                    N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
-                    USE_DOT: tl.constexpr):
+    def _bwd_kernel(
+        h_ptr,
+        c_ptr,
+        row_ptr,
+        col_ptr,
+        wh_ptr,
+        gh_ptr,
+        gc_ptr,
+        gfm_ptr,
+        gbm_ptr,
+        gh0_ptr,
+        gc0_ptr,
+        grow_ptr,
+        gcol_ptr,
+        gwh_ptr,
+        T,
+        A,
+        B,
+        stride_wt,
+        ticks,
+        inv_a,
+        inv_b,
+        N: tl.constexpr,
+        BLOCK_S: tl.constexpr,
+        BLOCK_A: tl.constexpr,
+        BLOCK_B: tl.constexpr,
+        USE_DOT: tl.constexpr,
+    ):
         pid = tl.program_id(0)
         programs_per_t = tl.num_programs(0) // T
         t = (pid // programs_per_t).to(tl.int64)
@@ -278,8 +364,22 @@ if triton is not None:
             mo = _load_msg(row_base, col_base, ra, rb, n, A, B, 3, N, BLOCK_A, BLOCK_B)
 
             # Gradient arriving on the final h: its own, plus both means' (masked lanes stay 0).
-            gfm = tl.load(gfm_ptr + (t * B + rb)[:, None] * N + n[None, :], mask=rbmask, other=0.0) * inv_a
-            gbm = tl.load(gbm_ptr + (t * A + ra)[:, None] * N + n[None, :], mask=ramask, other=0.0) * inv_b
+            gfm = (
+                tl.load(
+                    gfm_ptr + (t * B + rb)[:, None] * N + n[None, :],
+                    mask=rbmask,
+                    other=0.0,
+                )
+                * inv_a
+            )
+            gbm = (
+                tl.load(
+                    gbm_ptr + (t * A + ra)[:, None] * N + n[None, :],
+                    mask=ramask,
+                    other=0.0,
+                )
+                * inv_b
+            )
             dh = tl.load(gh_ptr + offs, mask=mask2, other=0.0)
             dh += tl.reshape(gbm[:, None, :] + gfm[None, :, :], (BLOCK_S, N))
             dh = tl.where(mask2, dh, 0.0)
@@ -307,8 +407,12 @@ if triton is not None:
                 dzf = dcn * cp * sf * (1.0 - sf)
                 dzg = dcn * si * (1.0 - tg * tg)
                 dc = dcn * sf
-                dh = (_matvec(dzi, wi, USE_DOT) + _matvec(dzf, wf, USE_DOT)
-                      + _matvec(dzg, wg, USE_DOT) + _matvec(dzo, wo, USE_DOT))
+                dh = (
+                    _matvec(dzi, wi, USE_DOT)
+                    + _matvec(dzf, wf, USE_DOT)
+                    + _matvec(dzg, wg, USE_DOT)
+                    + _matvec(dzo, wo, USE_DOT)
+                )
 
                 szi += dzi
                 szf += dzf
@@ -349,14 +453,18 @@ if triton is not None:
 # --------------------------------------------------------------------------------------------
 
 
-def _split_params(weight: Tensor, bias: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _split_params(
+    weight: Tensor, bias: Tensor, m: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(T or 1)-batched W_fwd (., 4N, M), W_bwd (., 4N, M), contiguous W_h (., 4N, N), bias (., 4N)."""
     w = weight if weight.dim() == 3 else weight.unsqueeze(0)
     b = bias if bias.dim() == 2 else bias.unsqueeze(0)
     return w[..., :m], w[..., m : 2 * m], w[..., 2 * m :].contiguous(), b
 
 
-def _project(fwd_in: Tensor, bwd_in: Tensor, w_fwd: Tensor, w_bwd: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+def _project(
+    fwd_in: Tensor, bwd_in: Tensor, w_fwd: Tensor, w_bwd: Tensor, b: Tensor
+) -> tuple[Tensor, Tensor]:
     """row = fwd_in·W_fwdᵀ + bias (T, A, 4N) and col = bwd_in·W_bwdᵀ (T, B, 4N), contiguous fp32."""
     row = torch.matmul(fwd_in, w_fwd.transpose(1, 2)) + b.unsqueeze(1)
     col = torch.matmul(bwd_in, w_bwd.transpose(1, 2))
@@ -367,11 +475,23 @@ def _cdiv(x: int, y: int) -> int:
     return -(-x // y)
 
 
-def _forward_impl(h: Tensor, c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor, bias: Tensor,
-                  ticks: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _forward_impl(
+    h: Tensor,
+    c: Tensor,
+    fwd_in: Tensor,
+    bwd_in: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    ticks: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     T, A, B, N = h.shape
     M = fwd_in.shape[-1]
-    h, c, fwd_in, bwd_in = h.contiguous(), c.contiguous(), fwd_in.contiguous(), bwd_in.contiguous()
+    h, c, fwd_in, bwd_in = (
+        h.contiguous(),
+        c.contiguous(),
+        fwd_in.contiguous(),
+        bwd_in.contiguous(),
+    )
     w_fwd, w_bwd, w_h, b = _split_params(weight, bias, M)
     row, col = _project(fwd_in, bwd_in, w_fwd, w_bwd, b)
     h_out = torch.empty_like(h)
@@ -386,8 +506,24 @@ def _forward_impl(h: Tensor, c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: 
     def grid(meta: dict) -> tuple[int]:
         return (T * _cdiv(A, meta["BLOCK_A"]) * _cdiv(B, meta["BLOCK_B"]),)
 
-    kernel[grid](h, c, row, col, w_h, h_out, c_out, fwd_mean, bwd_mean,
-                 A, B, stride_wt, int(ticks), 1.0 / A, 1.0 / B, N=N)
+    kernel[grid](
+        h,
+        c,
+        row,
+        col,
+        w_h,
+        h_out,
+        c_out,
+        fwd_mean,
+        bwd_mean,
+        A,
+        B,
+        stride_wt,
+        int(ticks),
+        1.0 / A,
+        1.0 / B,
+        N=N,
+    )
     return h_out, c_out, fwd_mean, bwd_mean
 
 
@@ -395,17 +531,37 @@ def _programs_per_copy(tiles: int, T: int, device: torch.device) -> int:
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         return max(1, min(tiles, _cdiv(8 * sms, T)))
-    return max(1, min(tiles, 2))  # interpreter: still run the persistent loop over several tiles
+    return max(
+        1, min(tiles, 2)
+    )  # interpreter: still run the persistent loop over several tiles
 
 
-def _backward_impl(grad_h: Tensor, grad_c: Tensor, grad_fwd_mean: Tensor, grad_bwd_mean: Tensor, h: Tensor,
-                   c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor, bias: Tensor,
-                   ticks: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _backward_impl(
+    grad_h: Tensor,
+    grad_c: Tensor,
+    grad_fwd_mean: Tensor,
+    grad_bwd_mean: Tensor,
+    h: Tensor,
+    c: Tensor,
+    fwd_in: Tensor,
+    bwd_in: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    ticks: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     T, A, B, N = h.shape
     M = fwd_in.shape[-1]
-    h, c, fwd_in, bwd_in = h.contiguous(), c.contiguous(), fwd_in.contiguous(), bwd_in.contiguous()
+    h, c, fwd_in, bwd_in = (
+        h.contiguous(),
+        c.contiguous(),
+        fwd_in.contiguous(),
+        bwd_in.contiguous(),
+    )
     grad_h, grad_c = grad_h.contiguous(), grad_c.contiguous()
-    grad_fwd_mean, grad_bwd_mean = grad_fwd_mean.contiguous(), grad_bwd_mean.contiguous()
+    grad_fwd_mean, grad_bwd_mean = (
+        grad_fwd_mean.contiguous(),
+        grad_bwd_mean.contiguous(),
+    )
     w_fwd, w_bwd, w_h, b = _split_params(weight, bias, M)
     row, col = _project(fwd_in, bwd_in, w_fwd, w_bwd, b)
     grad_h0 = torch.empty_like(h)
@@ -421,14 +577,40 @@ def _backward_impl(grad_h: Tensor, grad_c: Tensor, grad_fwd_mean: Tensor, grad_b
             tiles = _cdiv(A, meta["BLOCK_A"]) * _cdiv(B, meta["BLOCK_B"])
             return (T * _programs_per_copy(tiles, T, h.device),)
 
-        kernel[grid](h, c, row, col, w_h, grad_h, grad_c, grad_fwd_mean, grad_bwd_mean,
-                     grad_h0, grad_c0, g_row, g_col, g_wh,
-                     T, A, B, stride_wt, int(ticks), 1.0 / A, 1.0 / B, N=N)
+        kernel[grid](
+            h,
+            c,
+            row,
+            col,
+            w_h,
+            grad_h,
+            grad_c,
+            grad_fwd_mean,
+            grad_bwd_mean,
+            grad_h0,
+            grad_c0,
+            g_row,
+            g_col,
+            g_wh,
+            T,
+            A,
+            B,
+            stride_wt,
+            int(ticks),
+            1.0 / A,
+            1.0 / B,
+            N=N,
+        )
     # Epilogue: chain g_row = Σ_b Σ_k dz, g_col = Σ_a Σ_k dz through the projections.
     grad_fwd_in = torch.matmul(g_row, w_fwd)  # (T, A, M)
     grad_bwd_in = torch.matmul(g_col, w_bwd)  # (T, B, M)
     grad_w = torch.cat(
-        [torch.matmul(g_row.transpose(1, 2), fwd_in), torch.matmul(g_col.transpose(1, 2), bwd_in), g_wh], dim=-1
+        [
+            torch.matmul(g_row.transpose(1, 2), fwd_in),
+            torch.matmul(g_col.transpose(1, 2), bwd_in),
+            g_wh,
+        ],
+        dim=-1,
     )  # (T, 4N, 2M+N)
     grad_b = g_row.sum(dim=1)  # (T, 4N)
     if weight.dim() == 2:
@@ -444,28 +626,80 @@ def _backward_impl(grad_h: Tensor, grad_c: Tensor, grad_fwd_mean: Tensor, grad_b
 
 
 @torch.library.custom_op("metalearn_ext::vsml_step_triton", mutates_args=())
-def _vsml_step_triton_op(h: Tensor, c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor, bias: Tensor,
-                         ticks: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _vsml_step_triton_op(
+    h: Tensor,
+    c: Tensor,
+    fwd_in: Tensor,
+    bwd_in: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    ticks: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return _forward_impl(h, c, fwd_in, bwd_in, weight, bias, ticks)
 
 
 @_vsml_step_triton_op.register_fake
 def _(h, c, fwd_in, bwd_in, weight, bias, ticks):
     T, A, B, N = h.shape
-    return (h.new_empty((T, A, B, N)), c.new_empty((T, A, B, N)), h.new_empty((T, B, N)), h.new_empty((T, A, N)))
+    return (
+        h.new_empty((T, A, B, N)),
+        c.new_empty((T, A, B, N)),
+        h.new_empty((T, B, N)),
+        h.new_empty((T, A, N)),
+    )
 
 
 @torch.library.custom_op("metalearn_ext::vsml_step_triton_backward", mutates_args=())
-def _vsml_step_triton_backward_op(grad_h: Tensor, grad_c: Tensor, grad_fwd_mean: Tensor, grad_bwd_mean: Tensor,
-                                  h: Tensor, c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor,
-                                  bias: Tensor, ticks: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _backward_impl(grad_h, grad_c, grad_fwd_mean, grad_bwd_mean, h, c, fwd_in, bwd_in, weight, bias, ticks)
+def _vsml_step_triton_backward_op(
+    grad_h: Tensor,
+    grad_c: Tensor,
+    grad_fwd_mean: Tensor,
+    grad_bwd_mean: Tensor,
+    h: Tensor,
+    c: Tensor,
+    fwd_in: Tensor,
+    bwd_in: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    ticks: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _backward_impl(
+        grad_h,
+        grad_c,
+        grad_fwd_mean,
+        grad_bwd_mean,
+        h,
+        c,
+        fwd_in,
+        bwd_in,
+        weight,
+        bias,
+        ticks,
+    )
 
 
 @_vsml_step_triton_backward_op.register_fake
-def _(grad_h, grad_c, grad_fwd_mean, grad_bwd_mean, h, c, fwd_in, bwd_in, weight, bias, ticks):
-    return (h.new_empty(h.shape), c.new_empty(c.shape), fwd_in.new_empty(fwd_in.shape),
-            bwd_in.new_empty(bwd_in.shape), weight.new_empty(weight.shape), bias.new_empty(bias.shape))
+def _(
+    grad_h,
+    grad_c,
+    grad_fwd_mean,
+    grad_bwd_mean,
+    h,
+    c,
+    fwd_in,
+    bwd_in,
+    weight,
+    bias,
+    ticks,
+):
+    return (
+        h.new_empty(h.shape),
+        c.new_empty(c.shape),
+        fwd_in.new_empty(fwd_in.shape),
+        bwd_in.new_empty(bwd_in.shape),
+        weight.new_empty(weight.shape),
+        bias.new_empty(bias.shape),
+    )
 
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
@@ -474,35 +708,69 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     ctx.ticks = ticks
 
 
-def _backward(ctx: Any, grad_h: Tensor | None, grad_c: Tensor | None, grad_fwd_mean: Tensor | None,
-              grad_bwd_mean: Tensor | None) -> tuple:
+def _backward(
+    ctx: Any,
+    grad_h: Tensor | None,
+    grad_c: Tensor | None,
+    grad_fwd_mean: Tensor | None,
+    grad_bwd_mean: Tensor | None,
+) -> tuple:
     h, c, fwd_in, bwd_in, weight, bias = ctx.saved_tensors
     T, A, B, N = h.shape
     grad_h = torch.zeros_like(h) if grad_h is None else grad_h
     grad_c = torch.zeros_like(c) if grad_c is None else grad_c
     grad_fwd_mean = h.new_zeros((T, B, N)) if grad_fwd_mean is None else grad_fwd_mean
     grad_bwd_mean = h.new_zeros((T, A, N)) if grad_bwd_mean is None else grad_bwd_mean
-    grads = _vsml_step_triton_backward_op(grad_h, grad_c, grad_fwd_mean, grad_bwd_mean,
-                                          h, c, fwd_in, bwd_in, weight, bias, ctx.ticks)
+    grads = _vsml_step_triton_backward_op(
+        grad_h,
+        grad_c,
+        grad_fwd_mean,
+        grad_bwd_mean,
+        h,
+        c,
+        fwd_in,
+        bwd_in,
+        weight,
+        bias,
+        ctx.ticks,
+    )
     return (*grads, None)
 
 
 _vsml_step_triton_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def vsml_step_triton(h: Tensor, c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor, bias: Tensor,
-                     ticks: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def vsml_step_triton(
+    h: Tensor,
+    c: Tensor,
+    fwd_in: Tensor,
+    bwd_in: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    ticks: int = 1,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One VSML step with the Triton kernels; differentiable, inputs untouched, any strides.
 
     Shapes: h, c (T, A, B, N); fwd_in (T, A, M); bwd_in (T, B, M);
     weight (4N, 2M+N) or (T, 4N, 2M+N); bias (4N,) or (T, 4N); float32 only; N a power of two ≤ 64.
     Returns h', c' (T, A, B, N), fwd_mean (T, B, N), bwd_mean (T, A, N).
     """
-    for name, x in (("h", h), ("c", c), ("fwd_in", fwd_in), ("bwd_in", bwd_in), ("weight", weight), ("bias", bias)):
+    for name, x in (
+        ("h", h),
+        ("c", c),
+        ("fwd_in", fwd_in),
+        ("bwd_in", bwd_in),
+        ("weight", weight),
+        ("bias", bias),
+    ):
         if x.dtype != torch.float32:
-            raise ValueError(f"vsml_step triton backend: {name} must be float32, got {x.dtype}")
+            raise ValueError(
+                f"vsml_step triton backend: {name} must be float32, got {x.dtype}"
+            )
     n = h.shape[-1]
     if n < 1 or n > _MAX_N or n & (n - 1):
-        raise ValueError(f"vsml_step triton backend: N (state size, h.shape[-1]) must be a power of two "
-                         f"≤ {_MAX_N}, got N={n}")
+        raise ValueError(
+            f"vsml_step triton backend: N (state size, h.shape[-1]) must be a power of two "
+            f"≤ {_MAX_N}, got N={n}"
+        )
     return _vsml_step_triton_op(h, c, fwd_in, bwd_in, weight, bias, int(ticks))
