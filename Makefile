@@ -10,13 +10,14 @@ SOURCES := setup.py pyproject.toml $(wildcard csrc/* csrc/*/*)
 
 .PHONY: demo test bench install clean
 demo: $(STAMP)
-	$(PY) -m benchmarks.run --op vsml_step
+	$(PY) -m metalearn_ext.cli demo --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --op all
+
 
 install: $(STAMP)
 

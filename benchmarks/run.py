@@ -15,7 +15,7 @@ import time
 
 import torch
 
-MODULES = ["benchmarks.bench_vsml_step", "benchmarks.bench_data"]
+MODULES = ["benchmarks.bench_vsml_step", "benchmarks.bench_vsml_train", "benchmarks.bench_data"]
 
 
 def registry() -> tuple[dict, dict]:

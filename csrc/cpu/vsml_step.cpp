@@ -5,11 +5,13 @@
 // bwd_mean[t,a] and g_row[t,a] are row-local. fwd_mean[t], g_col[t] and g_wh[t] are written directly
 // when one thread owns every row of copy t, and through a per-thread partial slot otherwise (only the
 // first and last copy of a range can be shared), reduced serially afterwards: deterministic, no atomics.
+// The backward recomputes the ticks per synapse, keeping only that synapse's per-tick states.
 //
 // float with N in {8, 16, 32} takes a fast path: GCC/Clang vector extensions over the 4N gate outputs,
-// a polynomial exp for sigmoid/tanh (relative error ~1e-7), and on x86-64 with GCC runtime-dispatched
-// AVX2+FMA / AVX-512 clones. Everything else (double, other N, other compilers) takes a scalar path
-// with std::exp / std::tanh, exact enough for gradcheck.
+// 2-4 synapses in lockstep, a Cephes-style exp for sigmoid and a rational tanh (errors ~1e-7), and on
+// x86-64 with GCC runtime-dispatched AVX-512 / AVX2+FMA builds. Everything else (double, other N,
+// other compilers) takes a scalar path with std::exp / std::tanh, exact enough for gradcheck.
+// Needs -fopenmp (compile and link) for at::parallel_for to run in parallel; correct without it.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -273,45 +275,38 @@ VSML_INLINE V vselect(M m, V a, V b) {
   return (V)(((M)a & m) | ((M)b & ~m));
 }
 
-// exp with Cephes' range reduction and polynomial (relative error ~1e-7). Branch-free; NaN stays NaN
-// (the clamps keep NaN, the polynomial of NaN is NaN). Above 88.37 it returns +inf (so sigmoid
-// saturates to exactly 0 and 0 * inf gives NaN as in PyTorch); below -87 it returns exp(-87), which
-// callers only ever add to 1.
-template <class V, class U>
-VSML_INLINE V vexp(V x) {
-  const V hi = vset<V>(88.3762626647949f), lo = vset<V>(-87.0f), magic = vset<V>(12582912.0f);  // 1.5 * 2^23
-  const auto overflow = x > hi;
-  x = vselect(overflow, hi, x);
-  x = vselect(x < lo, lo, x);
-  const V k = x * 1.44269504088896341f + magic;  // round(x / ln 2) in the low mantissa bits
-  const V n = k - magic;
-  const U ni = (U)k - (U)magic;
-  V r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  V y = r * 1.9875691500e-4f + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * (r * r) + r + 1.0f;
-  const V scale = (V)((ni + 127u) << 23);
-  return vselect(overflow, vset<V>(__builtin_inff()), y * scale);
-}
-
-// sigmoid = 1 / (1 + exp(-x)): keeps its relative accuracy where it is tiny.
+// sigmoid(x) = 1 / (1 + exp(-x)), keeping its relative accuracy where it is tiny. exp(-x) uses Cephes'
+// range reduction and polynomial (relative error ~1e-7), written for -x so no negation is needed:
+// -x = n ln2 + r with r = -(x + n ln2), exp(r) = 1 - r' + r'^2 P(-r') for r' = x + n ln2.
+// Branch-free. -x is clamped to [-87, 88.8]: below, exp(-x) only ever gets added to 1; above, the
+// scale 2^128 is +inf, so sigmoid saturates to exactly 0 (and 0 * inf gives NaN as in PyTorch).
+// NaN stays NaN (the clamps keep NaN, the polynomial of NaN is NaN).
 template <class V, class U>
 VSML_INLINE V vsigmoid(V x) {
-  return 1.0f / (vexp<V, U>(-x) + 1.0f);
+  const V lo = vset<V>(-88.8f), hi = vset<V>(87.0f), magic = vset<V>(12582912.0f);  // 1.5 * 2^23
+  x = vselect(x < lo, lo, x);
+  x = vselect(x > hi, hi, x);
+  const V k = x * -1.44269504088896341f + magic;  // n = round(-x / ln 2) in the low mantissa bits
+  const V n = k - magic;
+  V r = x + n * 0.693359375f;  // r' = -r, in two steps for accuracy
+  r = r + n * -2.12194440e-4f;
+  V y = r * -1.9875691500e-4f + 1.3981999507e-3f;
+  y = y * r - 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r - 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * (r * r) + (1.0f - r);
+  const V scale = (V)(((U)k << 23) + (127u << 23));  // 2^n: the low bits of k are n + 1.5 * 2^23
+  return 1.0f / (y * scale + 1.0f);
 }
 
-// tanh: the odd 13/6 rational minimax approximation used by Eigen, XLA and MLAS, clamped at +-7.905;
-// odd, so small arguments keep their relative accuracy. Exactly +-1 beyond |x| = 9 as in libm (so
+// tanh: the odd 13/6 rational minimax approximation used by Eigen, XLA and MLAS; odd, so small
+// arguments keep their relative accuracy. The argument is clamped to +-8.5558 (where the rational
+// peaks), and results within 3e-7 of +-1 become +-1: exactly +-1 in saturation as in libm (so
 // 1 - tanh^2 is exactly 0 there, as in PyTorch's autograd). NaN stays NaN.
-template <class V, class U>
+template <class V>
 VSML_INLINE V vtanh(V x) {
-  const V hi = vset<V>(7.90531110763549805f), lo = vset<V>(-7.90531110763549805f);
-  const auto saturated = (V)((U)x & 0x7fffffffu) > vset<V>(9.0f);
-  const V unit = (V)(((U)x & 0x80000000u) | 0x3f800000u);  // +-1 with the sign of x
+  const V hi = vset<V>(8.5558f), lo = vset<V>(-8.5558f), one = vset<V>(1.0f), minus_one = vset<V>(-1.0f);
   x = vselect(x > hi, hi, x);
   x = vselect(x < lo, lo, x);
   const V x2 = x * x;
@@ -324,7 +319,9 @@ VSML_INLINE V vtanh(V x) {
   V q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
   q = q * x2 + 2.26843463243900e-03f;
   q = q * x2 + 4.89352518554385e-03f;
-  return vselect(saturated, unit, x * p / q);
+  const V t = x * p / q;  // within 2 ulp of +-1 in saturation, on either side depending on FMA use
+  const V near = vset<V>(0.9999997f);
+  return vselect(t > near, one, vselect(t < -near, minus_one, t));
 }
 
 // The fast path runs S = 2 synapses in lockstep: one synapse-tick is a long chain of dependent
@@ -333,6 +330,9 @@ VSML_INLINE V vtanh(V x) {
 // R: how many vector accumulators a matvec may keep (16 with AVX-512's 32 registers, else 8).
 template <int L>
 constexpr int kAccumulators = L == 16 ? 16 : 8;
+// Synapses run in lockstep: 4 where AVX-512's 32 registers hold them, else 2.
+template <int L>
+constexpr int kGroup = L == 16 ? 4 : 2;
 
 // z[s] = base[s] + W_h h[s] for S synapses, with w_t = W_h^T (N, 4N) row-major, hs = h as scalars.
 template <int N, int L, int S>
@@ -346,7 +346,7 @@ VSML_INLINE void gate_matvec(typename Vec<L>::f (*z)[4 * N / L], const typename 
 #pragma GCC unroll 8
   for (int jb = 0; jb < GV; jb += JB) {
     V acc[S][P][JB];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int s = 0; s < S; ++s)
 #pragma GCC unroll 16
       for (int jj = 0; jj < JB; ++jj) {
@@ -360,17 +360,17 @@ VSML_INLINE void gate_matvec(typename Vec<L>::f (*z)[4 * N / L], const typename 
       for (int pp = 0; pp < P; ++pp) {
         const float* wr = w_t + (n + pp) * G + jb * L;
         V hb[S];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int s = 0; s < S; ++s) hb[s] = vset<V>(hs[s][n + pp]);
 #pragma GCC unroll 16
         for (int jj = 0; jj < JB; ++jj) {
           const V wv = vload<V>(wr + jj * L);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
           for (int s = 0; s < S; ++s) acc[s][pp][jj] += wv * hb[s];
         }
       }
     }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int s = 0; s < S; ++s)
 #pragma GCC unroll 16
       for (int jj = 0; jj < JB; ++jj) {
@@ -391,7 +391,7 @@ VSML_INLINE void state_matvec_t(typename Vec<L>::f (*dh)[N / L], const float* w,
   constexpr int P = P0 * 64 >= G ? P0 : 2 * P0;  // keep the dependent chains <= 64 FMAs (N = 32)
   static_assert(G % P == 0, "unsupported N");
   V acc[S][P][NV];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int s = 0; s < S; ++s)
 #pragma GCC unroll 16
     for (int pp = 0; pp < P; ++pp)
@@ -404,12 +404,12 @@ VSML_INLINE void state_matvec_t(typename Vec<L>::f (*dh)[N / L], const float* w,
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
         const V wv = vload<V>(w + (j + pp) * N + v * L);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int s = 0; s < S; ++s) acc[s][pp][v] += wv * vset<V>(dz[s][j + pp]);
       }
     }
   }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int s = 0; s < S; ++s)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
@@ -430,20 +430,20 @@ VSML_INLINE void lstm_tick(typename Vec<L>::f (*hv)[N / L], typename Vec<L>::f (
   using U = typename Vec<L>::u;
   constexpr int NV = N / L, GV = 4 * N / L;
   float hs[S][N];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int s = 0; s < S; ++s)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) vstore(hs[s] + v * L, hv[s][v]);
   V z[S][GV];
   gate_matvec<N, L, S>(z, base, w_t, hs);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int s = 0; s < S; ++s)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      const V i = vsigmoid<V, U>(z[s][v]), f = vsigmoid<V, U>(z[s][NV + v]), g = vtanh<V, U>(z[s][2 * NV + v]),
+      const V i = vsigmoid<V, U>(z[s][v]), f = vsigmoid<V, U>(z[s][NV + v]), g = vtanh(z[s][2 * NV + v]),
               o = vsigmoid<V, U>(z[s][3 * NV + v]);
       cv[s][v] = f * cv[s][v] + i * g;
-      const V t = vtanh<V, U>(cv[s][v]);
+      const V t = vtanh(cv[s][v]);
       hv[s][v] = o * t;
       if (kKeep) {
         float* a = act + s * act_stride;
@@ -464,7 +464,7 @@ VSML_INLINE void fwd_synapses_fast(const FwdArgs<float>& p, const float* w_t, co
   using V = typename Vec<L>::f;
   constexpr int G = 4 * N, NV = N / L, GV = G / L;
   V hv[S][NV], cv[S][NV], base[S][GV];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int s = 0; s < S; ++s) {
     const int64_t o = s0 + (b0 + s) * N;
 #pragma GCC unroll 4
@@ -476,7 +476,7 @@ VSML_INLINE void fwd_synapses_fast(const FwdArgs<float>& p, const float* w_t, co
     for (int v = 0; v < GV; ++v) base[s][v] = rowv[v] + vload<V>(colp + (b0 + s) * G + v * L);
   }
   for (int64_t k = 0; k < p.K; ++k) lstm_tick<N, L, S, false>(hv, cv, base, w_t, nullptr, 0, nullptr, 0);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int s = 0; s < S; ++s) {
     const int64_t o = s0 + (b0 + s) * N;
     float* fa = facc + (b0 + s) * N;
@@ -503,48 +503,54 @@ VSML_INLINE void fwd_row_fast(const FwdArgs<float>& p, int64_t t, int64_t a, flo
   for (int v = 0; v < GV; ++v) rowv[v] = vload<V>(rowp + v * L);
   for (int v = 0; v < NV; ++v) bsum[v] = vset<V>(0.0f);
   int64_t b = 0;
+  if constexpr (kGroup<L> == 4)
+    for (; b + 4 <= B; b += 4) fwd_synapses_fast<N, L, 4>(p, w_t, rowv, colp, s0, b, facc, bsum);
   for (; b + 2 <= B; b += 2) fwd_synapses_fast<N, L, 2>(p, w_t, rowv, colp, s0, b, facc, bsum);
   if (b < B) fwd_synapses_fast<N, L, 1>(p, w_t, rowv, colp, s0, b, facc, bsum);
   const float invB = 1.0f / float(B);
   for (int v = 0; v < NV; ++v) vstore(p.bwd_mean + (t * p.A + a) * N + v * L, bsum[v] * invB);
 }
 
-// Synapses per block of the backward (even, for the pairs): dz and h_{k-1} of a block are buffered
+// Synapses per block of the backward (a multiple of 4, for the groups): dz and h_{k-1} of a block are buffered
 // so that g_wh is updated by one small register-blocked GEMM per block instead of a rank-1 update per
 // synapse-tick.
-inline int64_t bwd_block(int64_t K) { return std::max<int64_t>(2, 64 / K / 2 * 2); }
+inline int64_t bwd_block(int64_t K) { return std::max<int64_t>(4, 64 / K / 4 * 4); }
 inline int64_t bwd_fast_scratch(int64_t N, int64_t K) {
   const int64_t G = 4 * N, S = bwd_block(K) * K;
-  return 2 * K * (G + 2 * N) + S * (G + N) + G;
+  return 4 * K * (G + 2 * N) + S * (G + N) + G;
 }
 
-// gwh (4N, N) += DZ^T HP over S synapse-ticks; DZ (S, 4N), HP (S, N).
+// gwh_t (N, 4N) += HP^T DZ over S synapse-ticks; DZ (S, 4N), HP (S, N). Transposed so that each
+// broadcast of h feeds 4N/L FMAs (the (4N, N) orientation needs one broadcast per FMA).
 template <int N, int L>
-VSML_INLINE void gwh_update(float* gwh, const float* DZ, const float* HP, int64_t S) {
+VSML_INLINE void gwh_update(float* gwh_t, const float* DZ, const float* HP, int64_t S) {
   using V = typename Vec<L>::f;
-  constexpr int G = 4 * N, NV = N / L, JB = kAccumulators<L> / NV;
-  static_assert(G % JB == 0, "unsupported N");
-  for (int j0 = 0; j0 < G; j0 += JB) {
-    V acc[JB][NV];
+  constexpr int G = 4 * N, GV = G / L, NB = kAccumulators<L> / GV > 0 ? kAccumulators<L> / GV : 1;
+  constexpr int JV = GV < kAccumulators<L> ? GV : kAccumulators<L>;  // vectors of a row per pass
+  static_assert(N % NB == 0 && GV % JV == 0, "unsupported N");
+  for (int n0 = 0; n0 < N; n0 += NB) {
+    for (int j0 = 0; j0 < GV; j0 += JV) {
+      V acc[NB][JV];
 #pragma GCC unroll 16
-    for (int jj = 0; jj < JB; ++jj)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[jj][v] = vload<V>(gwh + (j0 + jj) * N + v * L);
-    for (int64_t s = 0; s < S; ++s) {
-      V hp[NV];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) hp[v] = vload<V>(HP + s * N + v * L);
+      for (int nn = 0; nn < NB; ++nn)
 #pragma GCC unroll 16
-      for (int jj = 0; jj < JB; ++jj) {
-        const V d = vset<V>(DZ[s * G + j0 + jj]);
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) acc[jj][v] += d * hp[v];
+        for (int v = 0; v < JV; ++v) acc[nn][v] = vload<V>(gwh_t + (n0 + nn) * G + (j0 + v) * L);
+      for (int64_t s = 0; s < S; ++s) {
+        V dz[JV];
+#pragma GCC unroll 16
+        for (int v = 0; v < JV; ++v) dz[v] = vload<V>(DZ + s * G + (j0 + v) * L);
+#pragma GCC unroll 16
+        for (int nn = 0; nn < NB; ++nn) {
+          const V hb = vset<V>(HP[s * N + n0 + nn]);
+#pragma GCC unroll 16
+          for (int v = 0; v < JV; ++v) acc[nn][v] += hb * dz[v];
+        }
       }
-    }
 #pragma GCC unroll 16
-    for (int jj = 0; jj < JB; ++jj)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) vstore(gwh + (j0 + jj) * N + v * L, acc[jj][v]);
+      for (int nn = 0; nn < NB; ++nn)
+#pragma GCC unroll 16
+        for (int v = 0; v < JV; ++v) vstore(gwh_t + (n0 + nn) * G + (j0 + v) * L, acc[nn][v]);
+    }
   }
 }
 
@@ -566,7 +572,7 @@ VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a
   float* TC = ACT + K * G;
   float* CP = TC + K * N;
   V hv[S][NV], cv[S][NV], base[S][GV];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int s = 0; s < S; ++s) {
     const int64_t o = s0 + (b0 + ib + s) * N;
 #pragma GCC unroll 4
@@ -578,7 +584,7 @@ VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a
     for (int v = 0; v < GV; ++v) base[s][v] = rowv[v] + vload<V>(colp + (b0 + ib + s) * G + v * L);
   }
   for (int64_t k = 0; k < K; ++k) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int s = 0; s < S; ++s)
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
@@ -588,7 +594,7 @@ VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a
     lstm_tick<N, L, S, true>(hv, cv, base, w_t, ACT + k * G, stride, TC + k * N, stride);
   }
   V dh[S][NV], dc[S][NV];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int s = 0; s < S; ++s) {
     const int64_t b = b0 + ib + s, o = s0 + b * N;
 #pragma GCC unroll 4
@@ -599,7 +605,7 @@ VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a
   }
   for (int64_t k = K - 1; k >= 0; --k) {
     const float* dzs[S];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int s = 0; s < S; ++s) {
       const float* act = ACT + s * stride + k * G;
       const float* tcp = TC + s * stride + k * N;
@@ -621,7 +627,7 @@ VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a
     }
     state_matvec_t<N, L, S>(dh, w, dzs);
   }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int s = 0; s < S; ++s) {
     const int64_t o = s0 + (b0 + ib + s) * N;
 #pragma GCC unroll 4
@@ -633,7 +639,7 @@ VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a
 }
 
 template <int N, int L>
-VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, float* gcol, float* gwh,
+VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, float* gcol, float* gwh_t,
                               float* scratch) {
   using V = typename Vec<L>::f;
   constexpr int G = 4 * N, NV = N / L, GV = G / L;
@@ -643,7 +649,7 @@ VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, flo
   const float* w_t = p.w_t + tw * int64_t{N} * G;
   const float* rowp = p.row + (t * p.A + a) * G;
   const float invB = 1.0f / float(B);
-  float* DZ = scratch + 2 * K * (G + 2 * N);  // (SB*K, 4N) gate gradients of the block
+  float* DZ = scratch + 4 * K * (G + 2 * N);  // (SB*K, 4N) gate gradients of the block
   float* HP = DZ + SB * K * G;                // (SB*K, N) h_{k-1} of the block
   float* grow = HP + SB * K * N;              // (4N) row sum of dz
   V rowv[GV], gbm_v[NV];
@@ -654,9 +660,11 @@ VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, flo
   for (int64_t b0 = 0; b0 < B; b0 += SB) {
     const int64_t nb = std::min(SB, B - b0);
     int64_t ib = 0;
+    if constexpr (kGroup<L> == 4)
+      for (; ib + 4 <= nb; ib += 4) bwd_synapses_fast<N, L, 4>(p, t, a, w, w_t, rowv, gbm_v, b0, ib, scratch, DZ, HP);
     for (; ib + 2 <= nb; ib += 2) bwd_synapses_fast<N, L, 2>(p, t, a, w, w_t, rowv, gbm_v, b0, ib, scratch, DZ, HP);
     if (ib < nb) bwd_synapses_fast<N, L, 1>(p, t, a, w, w_t, rowv, gbm_v, b0, ib, scratch, DZ, HP);
-    // Block epilogue: g_col[b] += sum_k dz, g_row += sum_{b,k} dz, g_wh += DZ^T HP.
+    // Block epilogue: g_col[b] += sum_k dz, g_row += sum_{b,k} dz, g_wh^T += HP^T DZ.
     for (ib = 0; ib < nb; ++ib) {
       float* gc = gcol + (b0 + ib) * G;
       V acc[GV];
@@ -672,7 +680,7 @@ VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, flo
         vstore(gc + v * L, vload<V>(gc + v * L) + acc[v]);
       }
     }
-    gwh_update<N, L>(gwh, DZ, HP, nb * K);
+    gwh_update<N, L>(gwh_t, DZ, HP, nb * K);
   }
   float* gr = p.g_row + (t * p.A + a) * G;
   for (int j = 0; j < G; ++j) gr[j] += grow[j];
@@ -732,6 +740,7 @@ VSML_INLINE void bwd_chunk(const BwdArgs<T>& p, int64_t chunk) {
 #else
   std::vector<T> scratch(bwd_scalar_scratch(N, p.K));
 #endif
+  std::vector<T> gwh_t(NC != 0 ? N * G : 0);  // the fast path accumulates g_wh[t] transposed
   const int64_t slot_size = B * G + G * N;
   for (int64_t r = r0, slot = 0; r < r1; slot = 1) {  // as in fwd_chunk
     const int64_t t = r / p.A, a0 = r % p.A, a1 = std::min<int64_t>(p.A, a0 + (r1 - r));
@@ -747,15 +756,16 @@ VSML_INLINE void bwd_chunk(const BwdArgs<T>& p, int64_t chunk) {
       std::fill(gcol, gcol + slot_size, T(0));
       p.slot_t[chunk * 2 + slot] = t;
     }
-    for (int64_t a = a0; a < a1; ++a) {
 #if VSML_FAST_PATH
-      if constexpr (NC != 0) {
-        bwd_row_fast<NC, L>(p, t, a, gcol, gwh, scratch.data());
-        continue;
-      }
-#endif
-      bwd_row_scalar<T>(p, t, a, gcol, gwh, scratch.data());
+    if constexpr (NC != 0) {
+      std::fill(gwh_t.begin(), gwh_t.end(), T(0));
+      for (int64_t a = a0; a < a1; ++a) bwd_row_fast<NC, L>(p, t, a, gcol, gwh_t.data(), scratch.data());
+      for (int64_t j = 0; j < G; ++j)
+        for (int64_t n = 0; n < N; ++n) gwh[j * N + n] += gwh_t[n * G + j];
+      continue;
     }
+#endif
+    for (int64_t a = a0; a < a1; ++a) bwd_row_scalar<T>(p, t, a, gcol, gwh, scratch.data());
   }
 }
 

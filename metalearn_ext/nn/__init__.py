@@ -3,4 +3,4 @@ from metalearn_ext.nn.meta_rnn import MetaRNN
 from metalearn_ext.nn.vsml import FEEDBACK_MODES, VSML, VSMLState
 from metalearn_ext.nn.vsml_layer import VSMLLayer
 
-__all__ = ["FEEDBACK_MODES", "MetaRNN", "VSML", "VSMLLayer", "VSMLState"]
+__all__ = ["FEEDBACK_MODES", "VSML", "MetaRNN", "VSMLLayer", "VSMLState"]

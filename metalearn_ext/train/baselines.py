@@ -7,6 +7,7 @@ stream, that stream's own gradient. Every example is first predicted, then used 
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -21,7 +22,7 @@ BASELINE_OPTIMIZERS = ("sgd", "adam")
 def _init(T: int, sizes: list[int], generator: torch.Generator, dtype: torch.dtype) -> list[Tensor]:
     """Per-stream weights and biases (T, out, in) / (T, out), PyTorch's nn.Linear default init."""
     params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         bound = 1.0 / math.sqrt(fan_in)
         for shape in ((T, fan_out, fan_in), (T, fan_out)):
             params.append((torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * bound)
@@ -66,7 +67,8 @@ def online_baseline(
     if optimizer not in BASELINE_OPTIMIZERS:
         raise ValueError(f"online_baseline: optimizer must be one of {BASELINE_OPTIMIZERS}, got {optimizer!r}")
     if x.dim() != 3 or y.shape != x.shape[:2]:
-        raise ValueError(f"online_baseline: x must be (T, L, D) and y (T, L), got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(f"online_baseline: x must be (T, L, D) and y (T, L), got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
     T, L, D = x.shape
     lr_t = torch.as_tensor(lr, dtype=x.dtype).expand(T).clone()
     sizes = [D, num_classes] if hidden is None else [D, hidden, num_classes]

@@ -56,7 +56,7 @@ def train_meta_rnn(
         losses.append(loss.item())
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     if bar is not None:
         bar.close()
     tenth = max(1, steps // 10)

@@ -2,7 +2,8 @@
 
 A run directory holds ``config.yaml`` (the resolved config), ``checkpoint.pt`` (written every
 ``train.checkpoint_every`` steps and at exit, atomically), ``metrics.jsonl`` (one line per
-meta-step) and, at the end, ``eval.json`` (online accuracy on held-out streams).
+meta-step) and, at the end, ``eval.json`` (online accuracy on held-out streams). ``metalearn eval``
+adds ``meta_test.json`` (and ``meta_rnn.pt``, its meta-RNN baseline), ``metalearn plot`` the PNGs.
 """
 from __future__ import annotations
 

@@ -13,3 +13,11 @@ def tiny_config(**sections):
     for k, v in sections.items():
         d.setdefault(k, {}).update(v)
     return config_from_dict(d)
+
+
+# The same tiny setup as --set overrides (for the CLI), with a meta-test sized to match.
+TINY_SETS = ["model.state_size=4", "model.msg_size=4", "data.num_classes=3", "data.image_size=4",
+             "data.episode_length=8", "train.steps=3", "train.meta_batch=4", "train.eval_streams=4",
+             "train.progress=false", "train.num_threads=1"]
+TINY_EVAL_SETS = ["eval.episodes=4", "eval.episode_length=12", "eval.lr_grid=[0.01, 0.1, 1.0]",
+                  "eval.tune_episodes=4", "eval.mlp_hidden=4", "eval.rnn_hidden=8", "eval.rnn_steps=3"]
