@@ -64,7 +64,7 @@ def extensions():
 
     debug = _flag("DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = [*opt, "-fopenmp"]  # torch adds the C++ standard it needs
+    cxx = [*opt, "-fopenmp", "-Wno-psabi"]  # torch adds the C++ standard it needs
     cpp_sources, cuda_sources = _sources()
     common = dict(include_dirs=[str(CSRC)], extra_link_args=["-fopenmp"])
     if not _want_cuda():

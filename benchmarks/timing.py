@@ -23,4 +23,6 @@ def median_seconds(fn: Callable[[], object], device: str, min_run_time: float = 
             end.synchronize()
             times.append(start.elapsed_time(end) / 1e3)
         return statistics.median(times)
-    return tb.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+    # torch.utils.benchmark runs on 1 thread unless told otherwise: use what torch has (all cores).
+    timer = tb.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median

@@ -7,7 +7,7 @@
 // first and last copy of a range can be shared), reduced serially afterwards: deterministic, no atomics.
 // The backward recomputes the ticks per synapse, keeping only that synapse's per-tick states.
 //
-// float with N in {8, 16, 32} takes a fast path: GCC/Clang vector extensions over the 4N gate outputs,
+// float with N in {4, 8, 12, 16, 24, 32} takes a fast path: GCC/Clang vector extensions over the 4N gate outputs,
 // 2-4 synapses in lockstep, a Cephes-style exp for sigmoid and a rational tanh (errors ~1e-7), and on
 // x86-64 with GCC runtime-dispatched AVX-512 / AVX2+FMA builds. Everything else (double, other N,
 // other compilers) takes a scalar path with std::exp / std::tanh, exact enough for gradcheck.
@@ -36,8 +36,9 @@
 
 // Runtime ISA dispatch without -march, safe on any x86-64: the fast path is compiled three times,
 // for x86-64-v4 (AVX-512, 16 lanes), x86-64-v3 (AVX2+FMA, 8 lanes) and the baseline (SSE2, 4 lanes),
-// and __builtin_cpu_supports picks one at run time. Elsewhere (aarch64, clang) only the 4-lane build.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+// and __builtin_cpu_supports picks one at run time (GCC >= 12 knows these levels). Elsewhere (aarch64,
+// clang, older GCC) only the 4-lane build.
+#if defined(__x86_64__) && defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) && defined(__linux__)
 #define VSML_X86_DISPATCH 1
 #define VSML_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
 #define VSML_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
@@ -330,6 +331,11 @@ VSML_INLINE V vtanh(V x) {
 // R: how many vector accumulators a matvec may keep (16 with AVX-512's 32 registers, else 8).
 template <int L>
 constexpr int kAccumulators = L == 16 ? 16 : 8;
+constexpr int largest_divisor_at_most(int n, int bound) {
+  int d = bound < 1 ? 1 : bound;
+  while (n % d != 0) --d;
+  return d;
+}
 // Synapses run in lockstep: 4 where AVX-512's 32 registers hold them, else 2.
 template <int L>
 constexpr int kGroup = L == 16 ? 4 : 2;
@@ -340,8 +346,8 @@ VSML_INLINE void gate_matvec(typename Vec<L>::f (*z)[4 * N / L], const typename 
                              const float* w_t, const float (*hs)[N]) {
   using V = typename Vec<L>::f;
   constexpr int G = 4 * N, GV = G / L, R = kAccumulators<L>;
-  constexpr int JB = GV < R / S ? GV : R / S;             // output vectors per pass
-  constexpr int P = R / (S * JB) > 1 ? R / (S * JB) : 1;  // independent partial sums per output
+  constexpr int JB = largest_divisor_at_most(GV, R / S);                       // output vectors per pass
+  constexpr int P = largest_divisor_at_most(N, R / (S * JB) > 1 ? R / (S * JB) : 1);  // partial sums
   static_assert(N % P == 0 && GV % JB == 0, "unsupported N");
 #pragma GCC unroll 8
   for (int jb = 0; jb < GV; jb += JB) {
@@ -388,7 +394,8 @@ VSML_INLINE void state_matvec_t(typename Vec<L>::f (*dh)[N / L], const float* w,
   using V = typename Vec<L>::f;
   constexpr int G = 4 * N, NV = N / L, R = kAccumulators<L>;
   constexpr int P0 = R / (S * NV) > 1 ? R / (S * NV) : 1;
-  constexpr int P = P0 * 64 >= G ? P0 : 2 * P0;  // keep the dependent chains <= 64 FMAs (N = 32)
+  // keep the dependent chains <= 64 FMAs (N = 32)
+  constexpr int P = largest_divisor_at_most(G, P0 * 64 >= G ? P0 : 2 * P0);
   static_assert(G % P == 0, "unsupported N");
   V acc[S][P][NV];
 #pragma GCC unroll 4
@@ -525,8 +532,8 @@ inline int64_t bwd_fast_scratch(int64_t N, int64_t K) {
 template <int N, int L>
 VSML_INLINE void gwh_update(float* gwh_t, const float* DZ, const float* HP, int64_t S) {
   using V = typename Vec<L>::f;
-  constexpr int G = 4 * N, GV = G / L, NB = kAccumulators<L> / GV > 0 ? kAccumulators<L> / GV : 1;
-  constexpr int JV = GV < kAccumulators<L> ? GV : kAccumulators<L>;  // vectors of a row per pass
+  constexpr int G = 4 * N, GV = G / L, JV = largest_divisor_at_most(GV, kAccumulators<L>);  // per pass
+  constexpr int NB = largest_divisor_at_most(N, kAccumulators<L> / JV);
   static_assert(N % NB == 0 && GV % JV == 0, "unsupported N");
   for (int n0 = 0; n0 < N; n0 += NB) {
     for (int j0 = 0; j0 < GV; j0 += JV) {
@@ -783,11 +790,17 @@ struct ChunkFns {
 
 VSML_ENTRY(, f32_any, 0, 4)
 #if VSML_FAST_PATH
+VSML_ENTRY(, f32_n4_base, 4, 4)
+VSML_ENTRY(, f32_n12_base, 12, 4)
+VSML_ENTRY(, f32_n24_base, 24, 4)
 VSML_ENTRY(, f32_n8_base, 8, 4)
 VSML_ENTRY(, f32_n16_base, 16, 4)
 VSML_ENTRY(, f32_n32_base, 32, 4)
 #endif
 #if VSML_X86_DISPATCH
+VSML_ENTRY(VSML_TARGET_V3, f32_n4_avx2, 4, 4)
+VSML_ENTRY(VSML_TARGET_V3, f32_n12_avx2, 12, 4)
+VSML_ENTRY(VSML_TARGET_V3, f32_n24_avx2, 24, 8)
 VSML_ENTRY(VSML_TARGET_V3, f32_n8_avx2, 8, 8)
 VSML_ENTRY(VSML_TARGET_V3, f32_n16_avx2, 16, 8)
 VSML_ENTRY(VSML_TARGET_V3, f32_n32_avx2, 32, 8)
@@ -824,11 +837,17 @@ ChunkFns pick_f32(int64_t N) {
   if (level == 2 && N == 8) VSML_PICK(f32_n8_avx512);
   if (level == 2 && N == 16) VSML_PICK(f32_n16_avx512);
   if (level == 2 && N == 32) VSML_PICK(f32_n32_avx512);
+  if (level >= 1 && N == 4) VSML_PICK(f32_n4_avx2);
+  if (level >= 1 && N == 12) VSML_PICK(f32_n12_avx2);
+  if (level >= 1 && N == 24) VSML_PICK(f32_n24_avx2);
   if (level >= 1 && N == 8) VSML_PICK(f32_n8_avx2);
   if (level >= 1 && N == 16) VSML_PICK(f32_n16_avx2);
   if (level >= 1 && N == 32) VSML_PICK(f32_n32_avx2);
 #endif
 #if VSML_FAST_PATH
+  if (N == 4) VSML_PICK(f32_n4_base);
+  if (N == 12) VSML_PICK(f32_n12_base);
+  if (N == 24) VSML_PICK(f32_n24_base);
   if (N == 8) VSML_PICK(f32_n8_base);
   if (N == 16) VSML_PICK(f32_n16_base);
   if (N == 32) VSML_PICK(f32_n32_base);
