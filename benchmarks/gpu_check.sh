@@ -35,12 +35,25 @@ stage "build"
 build build.log || exit 1
 stage "smoke"
 if ! smoke; then
-  # Seen 2026-11-26 on an H200 image: every call into the extension built with the image's default
-  # compiler crashed. Retry with the system compiler before giving up.
+  # Seen 2026-11-26 on an H200 image (torch 2.11, /opt/gcc): every call into the extension crashed
+  # (SIGSEGV), CPU op included, before the argument checks returned. Bisect: the system compiler,
+  # then a CPU-only build, so the log says which part is at fault.
+  ok=0
   for cxx in /usr/bin/g++ /usr/bin/c++; do
     [ -x "$cxx" ] || continue
-    stage "rebuild with $cxx"; CXX=$cxx CC=/usr/bin/gcc build build_system_cxx.log && smoke && break
+    stage "rebuild with $cxx"; CXX=$cxx CC=/usr/bin/gcc build build_system_cxx.log && smoke && { ok=1; break; }
   done
+  if [ $ok = 0 ]; then
+    stage "bisect: CPU-only build with the default compiler"
+    rm -rf build metalearn_ext/_C*.so
+    METALEARN_SKIP_CUDA_BUILD=1 timeout 240 "$PY" setup.py build_ext --inplace >"$OUT/build_cpu_only.log" 2>&1
+    timeout 60 "$PY" -X faulthandler -c "
+import torch, metalearn_ext
+from metalearn_ext.ops.vsml_step.inputs import make_inputs
+x = make_inputs(2, 5, 3, 16, 8)
+print(metalearn_ext.backends()['cpp']); metalearn_ext.vsml_step(*x, ticks=2, backend='cpp'); print('cpu-only build: cpp op ran')"
+    exit 1
+  fi
 fi
 
 stage "CUDA tests"

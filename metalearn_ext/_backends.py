@@ -54,7 +54,8 @@ def status(name: str) -> BackendStatus:
         if not _has_kernel("vsml_step", key):
             return BackendStatus(
                 False,
-                "the extension was built without CUDA kernels (torch CPU build or nvcc not found; "
+                "the extension was built without CUDA kernels (torch is a CPU build, nvcc was not found, or "
+                "METALEARN_SKIP_CUDA_BUILD=1; "
                 "set CUDA_HOME or METALEARN_FORCE_CUDA=1 and rebuild)"
                 if name == "cuda"
                 else f"the extension has no CPU kernels; {_INSTALL_HINT}",
