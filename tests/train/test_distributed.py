@@ -1,4 +1,5 @@
-"""1 process and 2 gloo processes give identical parameters after k ES steps for the same seed."""
+"""1 process and 2 gloo processes give the same parameters after k steps for the same seed: identical for
+ES (only fitness values are exchanged), equal to float32 rounding for BPTT (gradients are all-reduced)."""
 import socket
 
 import torch
@@ -11,16 +12,17 @@ from tests.train.helpers import tiny_config
 K = 2
 
 
-def _cfg():
-    # 5 pairs: the two ranks get 3 and 2, so the uneven split is covered too
-    return tiny_config(train={"method": "es", "population": 10})
+def _cfg(method):
+    # 5 ES pairs / 5 BPTT episodes: the two ranks get 3 and 2, so the uneven split is covered too
+    train = {"method": "es", "population": 10} if method == "es" else {"method": "bptt", "meta_batch": 5}
+    return tiny_config(train=train)
 
 
-def _worker(rank, world, port, out_path):
+def _worker(rank, world, port, out_path, method):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        trainer = MetaTrainer(_cfg())
+        trainer = MetaTrainer(_cfg(method))
         losses = [trainer.step().meta_loss for _ in range(K)]
         if rank == 0:
             torch.save({"theta": trainer.model.parameter_vector().detach(), "losses": losses}, out_path)
@@ -34,8 +36,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _run(world, path):
-    mp.spawn(_worker, args=(world, _free_port(), str(path)), nprocs=world, join=True)
+def _run(world, path, method="es"):
+    mp.spawn(_worker, args=(world, _free_port(), str(path), method), nprocs=world, join=True)
     return torch.load(path)
 
 
@@ -46,3 +48,16 @@ def test_es_one_vs_two_processes_identical(tmp_path):
     assert two["losses"] == one["losses"]
     assert torch.equal(two["theta"], one["theta"])
     assert one["losses"][0] != one["losses"][1]  # the steps did something
+
+
+def test_bptt_one_vs_two_processes_agree(tmp_path):
+    one, two = _run(1, tmp_path / "one.pt", "bptt"), _run(2, tmp_path / "two.pt", "bptt")
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-5, atol=1e-6)
+    # Summation order differs (per-rank partial gradients, then an all-reduce), and Adam's first steps move a
+    # parameter by about lr·sign(grad) whatever the gradient's size, so a parameter whose gradient is at
+    # rounding level may move differently by up to lr per step; every other one must agree closely.
+    lr = MetaTrainer(_cfg("bptt")).cfg.lr()
+    diff = (two["theta"] - one["theta"]).abs()
+    close = diff <= 1e-5 + 1e-4 * one["theta"].abs()
+    assert close.float().mean() >= 0.99 and diff.max() <= 2 * lr * K, (diff.max(), close.float().mean())
+    assert not torch.equal(one["theta"], MetaTrainer(_cfg("bptt")).model.parameter_vector().detach())  # it moved
