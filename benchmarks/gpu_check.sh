@@ -57,7 +57,8 @@ print(metalearn_ext.backends()['cpp']); metalearn_ext.vsml_step(*x, ticks=2, bac
 fi
 
 stage "CUDA tests"
-sel="cuda or mixed_devices"; [ "${GPU_CHECK_FULL:-0}" = 1 ] && sel="cuda or triton or mixed_devices"
+sel="(cuda or mixed_devices) and not emulated"
+[ "${GPU_CHECK_FULL:-0}" = 1 ] && sel="(cuda or triton or mixed_devices) and not emulated"
 timeout 120 "$PY" -m pytest -q --maxfail=10 -p no:cacheprovider tests/ops -k "$sel" 2>&1 | tail -15
 
 stage "benchmarks"
