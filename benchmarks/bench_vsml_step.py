@@ -13,7 +13,7 @@ import torch
 import metalearn_ext
 from benchmarks.timing import median_seconds
 from metalearn_ext.ops.vsml_step import vsml_step, vsml_step_reference
-from metalearn_ext.ops.vsml_step.inputs import make_inputs
+from metalearn_ext.ops.vsml_step.inputs import make_inputs, outputs_and_grads
 
 SHAPES = [(16, 64, 10, 16, 8), (1, 784, 10, 16, 8), (16, 784, 10, 16, 8), (64, 100, 32, 16, 8)]  # (T, A, B, N, M)
 TICKS = 2
@@ -35,17 +35,11 @@ def candidates(device: str, only: list[str] | None = None) -> dict[str, Callable
     return {k: v for k, v in out.items() if not only or k in only}
 
 
-def _with_grads(fn, inputs, upstream):
-    leaves = [x.detach().requires_grad_(True) for x in inputs]
-    out = fn(*leaves)
-    return out, torch.autograd.grad(sum((o * u).sum() for o, u in zip(out, upstream)), leaves)
-
-
 def check(fn, inputs, upstream) -> str | None:
     """None if fn's outputs and gradients match the float64 reference, else what differs."""
-    want_out, want_grads = _with_grads(functools.partial(vsml_step_reference, ticks=TICKS),
+    want_out, want_grads = outputs_and_grads(functools.partial(vsml_step_reference, ticks=TICKS),
                                        [x.double() for x in inputs], [u.double() for u in upstream])
-    got_out, got_grads = _with_grads(fn, inputs, upstream)
+    got_out, got_grads = outputs_and_grads(fn, inputs, upstream)
     names = ["h", "c", "fwd_mean", "bwd_mean"] + [f"grad {n}" for n in ("h", "c", "fwd_in", "bwd_in", "weight", "bias")]
     for name, got, want in zip(names, list(got_out) + list(got_grads), list(want_out) + list(want_grads)):
         scale = max(1.0, want.abs().max().item())
@@ -90,11 +84,11 @@ def run(device: str = "cpu", shapes=SHAPES, extra: dict[str, Callable] | None = 
                            ok=error is None, error=error)
                 if error is None:
                     if mode == "fwd":
-                        def call(fn=fn):
+                        def call(fn=fn, inputs=inputs):
                             with torch.no_grad():
                                 return fn(*inputs)
                     else:
-                        call = functools.partial(_with_grads, fn, inputs, upstream)
+                        call = functools.partial(outputs_and_grads, fn, inputs, upstream)
                     t = median_seconds(call, device)
                     row.update(median_ms=t * 1e3, synapse_ticks_per_s=T * A * B * TICKS / t)
                     if name in ("reference", "reference+compile"):

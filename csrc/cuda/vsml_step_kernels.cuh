@@ -27,6 +27,20 @@ constexpr int kBackwardMaxPasses = 32;
 __device__ __forceinline__ float sigmoid_fast(float x) { return __fdividef(1.0f, 1.0f + __expf(-x)); }
 __device__ __forceinline__ float tanh_fast(float x) { return 1.0f - __fdividef(2.0f, 1.0f + __expf(2.0f * x)); }
 
+// Rows i_j, f_j, g_j, o_j of one copy's W_h (4N x N, row-major, 16-byte aligned) into registers.
+template <int N>
+__device__ __forceinline__ void load_gate_rows(const float* wt, int j, float (&w)[4][N]) {
+#pragma unroll
+  for (int g = 0; g < 4; ++g) {
+    const float4* wr = reinterpret_cast<const float4*>(wt + (g * N + j) * N);
+#pragma unroll
+    for (int k4 = 0; k4 < N / 4; ++k4) {
+      const float4 v = __ldg(wr + k4);
+      w[g][4 * k4] = v.x, w[g][4 * k4 + 1] = v.y, w[g][4 * k4 + 2] = v.z, w[g][4 * k4 + 3] = v.w;
+    }
+  }
+}
+
 // Where a block's tile lies; identical for every block of a launch except through blockIdx.
 struct Geometry {
   int64_t AB;           // synapses per copy
@@ -105,18 +119,7 @@ __global__ void __launch_bounds__(kForwardThreads, FwdConfig<N>::kMinBlocks)
   for (int i = threadIdx.x; i < (geo.nF_max + geo.nA_max) * N; i += kForwardThreads) fwdp[i] = 0.0f;
 
   float w[4][N];  // rows i_j, f_j, g_j, o_j of W_h[t]
-  {
-    const float* wt = w_h + (geo.w_per_copy ? tp.t : int64_t{0}) * (G * N);
-#pragma unroll
-    for (int g = 0; g < 4; ++g) {
-      const float4* wr = reinterpret_cast<const float4*>(wt + (g * N + j) * N);
-#pragma unroll
-      for (int k4 = 0; k4 < N / 4; ++k4) {
-        const float4 v = __ldg(wr + k4);
-        w[g][4 * k4] = v.x, w[g][4 * k4 + 1] = v.y, w[g][4 * k4 + 2] = v.z, w[g][4 * k4 + 3] = v.w;
-      }
-    }
-  }
+  load_gate_rows<N>(w_h + (geo.w_per_copy ? tp.t : int64_t{0}) * (G * N), j, w);
   __syncthreads();  // partials zeroed before any thread adds to them
 
   // This thread's synapse: q-th of the tile, (a, b) tracked incrementally (a may run past A when q is
@@ -246,15 +249,7 @@ __global__ void __launch_bounds__(kBackwardThreads, BwdConfig<N>::kMinBlocks)
 
   float w[Cfg::kWInRegs ? 4 : 1][Cfg::kWInRegs ? N : 1];
   if constexpr (Cfg::kWInRegs) {
-#pragma unroll
-    for (int g = 0; g < 4; ++g) {
-      const float4* wr = reinterpret_cast<const float4*>(wt + (g * N + j) * N);
-#pragma unroll
-      for (int k4 = 0; k4 < N / 4; ++k4) {
-        const float4 v = __ldg(wr + k4);
-        w[g][4 * k4] = v.x, w[g][4 * k4 + 1] = v.y, w[g][4 * k4 + 2] = v.z, w[g][4 * k4 + 3] = v.w;
-      }
-    }
+    load_gate_rows<N>(wt, j, w);
   } else {
     for (int i = threadIdx.x; i < G * N; i += kBackwardThreads) ws[(i / N) * Cfg::kWStride + i % N] = __ldg(wt + i);
   }

@@ -9,7 +9,7 @@ import torch
 
 import metalearn_ext
 from metalearn_ext.ops.vsml_step import select_backend, vsml_step, vsml_step_reference
-from metalearn_ext.ops.vsml_step.inputs import make_inputs
+from metalearn_ext.ops.vsml_step.inputs import make_inputs, outputs_and_grads
 
 FUSED = ["cpp", "cuda", "triton"]
 
@@ -44,19 +44,11 @@ def nan_filled_allocations():
         torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
-def run_with_grads(fn, inputs, upstream):
-    inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
-    out = fn(*inputs)
-    loss = sum((o * u).sum() for o, u in zip(out, upstream))
-    grads = torch.autograd.grad(loss, inputs)
-    return [o.detach() for o in out], grads
-
-
 def truth(inputs, ticks, upstream):
     """The reference in float64: the value every fp32 backend is compared with."""
     ins = [x.double().cpu() for x in inputs]
     ups = [u.double().cpu() for u in upstream]
-    return run_with_grads(lambda *a: vsml_step_reference(*a, ticks=ticks), ins, ups)
+    return outputs_and_grads(lambda *a: vsml_step_reference(*a, ticks=ticks), ins, ups)
 
 
 def assert_close_fp32(actual, expected, what):
@@ -87,7 +79,7 @@ def test_matches_reference(backend, shape, ticks, per_copy):
     upstream = [torch.randn(s, generator=g).to(dev) for s in [(T, A, B, N), (T, A, B, N), (T, B, N), (T, A, N)]]
     before = [x.clone() for x in inputs]
     with nan_filled_allocations():
-        out, grads = run_with_grads(lambda *a: vsml_step(*a, ticks=ticks, backend=backend), inputs, upstream)
+        out, grads = outputs_and_grads(lambda *a: vsml_step(*a, ticks=ticks, backend=backend), inputs, upstream)
     want_out, want_grads = truth(inputs, ticks, upstream)
     for name, a, e in zip(["h", "c", "fwd_mean", "bwd_mean"], out, want_out):
         assert a.shape == e.shape and a.dtype == torch.float32
@@ -114,7 +106,7 @@ def test_non_contiguous_inputs(backend):
     inputs = [h, c, fwd_in, bwd_in, weight, bias]
     assert not any(x.is_contiguous() for x in inputs)
     upstream = [torch.randn(s, generator=g).to(dev) for s in [(T, A, B, N), (T, A, B, N), (T, B, N), (T, A, N)]]
-    out, grads = run_with_grads(lambda *a: vsml_step(*a, ticks=2, backend=backend), inputs, upstream)
+    out, grads = outputs_and_grads(lambda *a: vsml_step(*a, ticks=2, backend=backend), inputs, upstream)
     want_out, want_grads = truth(inputs, 2, upstream)
     for a, e in zip(list(out) + list(grads), list(want_out) + list(want_grads)):
         assert_close_fp32(a, e, "non-contiguous")
@@ -139,8 +131,8 @@ def test_error_no_worse_than_fp32_reference(backend):
     g = torch.Generator().manual_seed(9)
     upstream = [torch.randn(s, generator=g).to(dev) for s in [(1, 24, 20, 16)] * 2 + [(1, 20, 16), (1, 24, 16)]]
     exact = truth(inputs, 2, upstream)
-    ref32 = run_with_grads(lambda *a: vsml_step_reference(*a, ticks=2), inputs, upstream)
-    kernel = run_with_grads(lambda *a: vsml_step(*a, ticks=2, backend=backend), inputs, upstream)
+    ref32 = outputs_and_grads(lambda *a: vsml_step_reference(*a, ticks=2), inputs, upstream)
+    kernel = outputs_and_grads(lambda *a: vsml_step(*a, ticks=2, backend=backend), inputs, upstream)
     for e, r, k in zip([*exact[0], *exact[1]], [*ref32[0], *ref32[1]], [*kernel[0], *kernel[1]]):
         ref_err = (r.double().cpu() - e).abs().max().item()
         kernel_err = (k.double().cpu() - e).abs().max().item()

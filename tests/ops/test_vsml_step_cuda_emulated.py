@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from metalearn_ext.ops.vsml_step.reference import vsml_core_reference
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,19 +29,6 @@ def emulator(tmp_path_factory) -> Path:
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"emulator build failed:\n{res.stderr[-4000:]}"
     return exe
-
-
-def core_reference(h, c, row, col, w_h, ticks):
-    """vsml_step after the message projections (what the CUDA kernels compute), in plain PyTorch."""
-    T = h.shape[0]
-    w = w_h.expand(T, *w_h.shape[1:]) if w_h.shape[0] == 1 else w_h
-    msg = row[:, :, None, :] + col[:, None, :, :]
-    for _ in range(ticks):
-        z = msg + torch.einsum("tabn,tjn->tabj", h, w)
-        i, f, g, o = z.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-    return h, c, h.mean(1), h.mean(2)
 
 
 CASES = [  # T, A, B, N, ticks, per-copy W_h, forward / backward target blocks (small: long tiles)
@@ -76,7 +65,7 @@ def test_emulated_cuda_kernels_match_reference(emulator, case, tmp_path):
     outs = [o.reshape(s) for o, s in zip(outs, shapes)]
 
     leaves = [x.clone().requires_grad_(True) for x in (h, c, row, col, w)]
-    want = core_reference(*leaves, ticks)
+    want = vsml_core_reference(*leaves, ticks)
     grads = torch.autograd.grad(sum((a * u).sum() for a, u in zip(want, ups)), leaves)
     if not per_copy:
         outs[8] = outs[8].sum(0, keepdim=True)  # the kernel accumulates g_wh per copy

@@ -10,7 +10,7 @@ from torch import Tensor
 from metalearn_ext import _backends
 from metalearn_ext.ops.vsml_step.reference import vsml_step_reference
 
-__all__ = ["vsml_step", "vsml_step_reference", "check_args", "select_backend"]
+__all__ = ["check_args", "select_backend", "vsml_step", "vsml_step_reference"]
 
 FUSED_N = (8, 16, 32)  # state sizes every fused kernel supports
 

@@ -35,10 +35,12 @@ Design:
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 from torch import Tensor
+
+from metalearn_ext.ops.vsml_step import autograd
+from metalearn_ext.ops.vsml_step.reference import message_gradients, project_messages
 
 __all__ = ["available", "supports", "vsml_step_triton"]
 
@@ -449,295 +451,69 @@ if triton is not None:
 
 
 # --------------------------------------------------------------------------------------------
-# Host side
+# Host side: torch.library custom ops around the kernels
 # --------------------------------------------------------------------------------------------
-
-
-def _split_params(
-    weight: Tensor, bias: Tensor, m: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(T or 1)-batched W_fwd (., 4N, M), W_bwd (., 4N, M), contiguous W_h (., 4N, N), bias (., 4N)."""
-    w = weight if weight.dim() == 3 else weight.unsqueeze(0)
-    b = bias if bias.dim() == 2 else bias.unsqueeze(0)
-    return w[..., :m], w[..., m : 2 * m], w[..., 2 * m :].contiguous(), b
-
-
-def _project(
-    fwd_in: Tensor, bwd_in: Tensor, w_fwd: Tensor, w_bwd: Tensor, b: Tensor
-) -> tuple[Tensor, Tensor]:
-    """row = fwd_in·W_fwdᵀ + bias (T, A, 4N) and col = bwd_in·W_bwdᵀ (T, B, 4N), contiguous fp32."""
-    row = torch.matmul(fwd_in, w_fwd.transpose(1, 2)) + b.unsqueeze(1)
-    col = torch.matmul(bwd_in, w_bwd.transpose(1, 2))
-    return row.contiguous(), col.contiguous()
 
 
 def _cdiv(x: int, y: int) -> int:
     return -(-x // y)
 
 
-def _forward_impl(
-    h: Tensor,
-    c: Tensor,
-    fwd_in: Tensor,
-    bwd_in: Tensor,
-    weight: Tensor,
-    bias: Tensor,
-    ticks: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    T, A, B, N = h.shape
-    M = fwd_in.shape[-1]
-    h, c, fwd_in, bwd_in = (
-        h.contiguous(),
-        c.contiguous(),
-        fwd_in.contiguous(),
-        bwd_in.contiguous(),
-    )
-    w_fwd, w_bwd, w_h, b = _split_params(weight, bias, M)
-    row, col = _project(fwd_in, bwd_in, w_fwd, w_bwd, b)
-    h_out = torch.empty_like(h)
-    c_out = torch.empty_like(c)
-    fwd_mean = torch.zeros((T, B, N), device=h.device, dtype=torch.float32)
-    bwd_mean = torch.zeros((T, A, N), device=h.device, dtype=torch.float32)
-    if h.numel() == 0:
-        return h_out, c_out, fwd_mean, bwd_mean
-    kernel = _fwd_kernel
-    stride_wt = w_h.stride(0) if w_h.shape[0] > 1 else 0
-
-    def grid(meta: dict) -> tuple[int]:
-        return (T * _cdiv(A, meta["BLOCK_A"]) * _cdiv(B, meta["BLOCK_B"]),)
-
-    kernel[grid](
-        h,
-        c,
-        row,
-        col,
-        w_h,
-        h_out,
-        c_out,
-        fwd_mean,
-        bwd_mean,
-        A,
-        B,
-        stride_wt,
-        int(ticks),
-        1.0 / A,
-        1.0 / B,
-        N=N,
-    )
-    return h_out, c_out, fwd_mean, bwd_mean
-
-
 def _programs_per_copy(tiles: int, T: int, device: torch.device) -> int:
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         return max(1, min(tiles, _cdiv(8 * sms, T)))
-    return max(
-        1, min(tiles, 2)
-    )  # interpreter: still run the persistent loop over several tiles
-
-
-def _backward_impl(
-    grad_h: Tensor,
-    grad_c: Tensor,
-    grad_fwd_mean: Tensor,
-    grad_bwd_mean: Tensor,
-    h: Tensor,
-    c: Tensor,
-    fwd_in: Tensor,
-    bwd_in: Tensor,
-    weight: Tensor,
-    bias: Tensor,
-    ticks: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    T, A, B, N = h.shape
-    M = fwd_in.shape[-1]
-    h, c, fwd_in, bwd_in = (
-        h.contiguous(),
-        c.contiguous(),
-        fwd_in.contiguous(),
-        bwd_in.contiguous(),
-    )
-    grad_h, grad_c = grad_h.contiguous(), grad_c.contiguous()
-    grad_fwd_mean, grad_bwd_mean = (
-        grad_fwd_mean.contiguous(),
-        grad_bwd_mean.contiguous(),
-    )
-    w_fwd, w_bwd, w_h, b = _split_params(weight, bias, M)
-    row, col = _project(fwd_in, bwd_in, w_fwd, w_bwd, b)
-    grad_h0 = torch.empty_like(h)
-    grad_c0 = torch.empty_like(c)
-    g_row = torch.zeros((T, A, 4 * N), device=h.device, dtype=torch.float32)
-    g_col = torch.zeros((T, B, 4 * N), device=h.device, dtype=torch.float32)
-    g_wh = torch.zeros((T, 4 * N, N), device=h.device, dtype=torch.float32)
-    if h.numel() > 0:
-        kernel = _bwd_kernel
-        stride_wt = w_h.stride(0) if w_h.shape[0] > 1 else 0
-
-        def grid(meta: dict) -> tuple[int]:
-            tiles = _cdiv(A, meta["BLOCK_A"]) * _cdiv(B, meta["BLOCK_B"])
-            return (T * _programs_per_copy(tiles, T, h.device),)
-
-        kernel[grid](
-            h,
-            c,
-            row,
-            col,
-            w_h,
-            grad_h,
-            grad_c,
-            grad_fwd_mean,
-            grad_bwd_mean,
-            grad_h0,
-            grad_c0,
-            g_row,
-            g_col,
-            g_wh,
-            T,
-            A,
-            B,
-            stride_wt,
-            int(ticks),
-            1.0 / A,
-            1.0 / B,
-            N=N,
-        )
-    # Epilogue: chain g_row = Σ_b Σ_k dz, g_col = Σ_a Σ_k dz through the projections.
-    grad_fwd_in = torch.matmul(g_row, w_fwd)  # (T, A, M)
-    grad_bwd_in = torch.matmul(g_col, w_bwd)  # (T, B, M)
-    grad_w = torch.cat(
-        [
-            torch.matmul(g_row.transpose(1, 2), fwd_in),
-            torch.matmul(g_col.transpose(1, 2), bwd_in),
-            g_wh,
-        ],
-        dim=-1,
-    )  # (T, 4N, 2M+N)
-    grad_b = g_row.sum(dim=1)  # (T, 4N)
-    if weight.dim() == 2:
-        grad_w = grad_w.sum(dim=0)
-    if bias.dim() == 1:
-        grad_b = grad_b.sum(dim=0)
-    return grad_h0, grad_c0, grad_fwd_in, grad_bwd_in, grad_w, grad_b
-
-
-# --------------------------------------------------------------------------------------------
-# torch.library custom ops
-# --------------------------------------------------------------------------------------------
+    return max(1, min(tiles, 2))  # interpreter: still run the persistent loop over several tiles
 
 
 @torch.library.custom_op("metalearn_ext::vsml_step_triton", mutates_args=())
 def _vsml_step_triton_op(
-    h: Tensor,
-    c: Tensor,
-    fwd_in: Tensor,
-    bwd_in: Tensor,
-    weight: Tensor,
-    bias: Tensor,
-    ticks: int,
+    h: Tensor, c: Tensor, fwd_in: Tensor, bwd_in: Tensor, weight: Tensor, bias: Tensor, ticks: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _forward_impl(h, c, fwd_in, bwd_in, weight, bias, ticks)
-
-
-@_vsml_step_triton_op.register_fake
-def _(h, c, fwd_in, bwd_in, weight, bias, ticks):
     T, A, B, N = h.shape
-    return (
-        h.new_empty((T, A, B, N)),
-        c.new_empty((T, A, B, N)),
-        h.new_empty((T, B, N)),
-        h.new_empty((T, A, N)),
-    )
+    h, c = h.contiguous(), c.contiguous()
+    row, col, w_h = project_messages(fwd_in.contiguous(), bwd_in.contiguous(), weight, bias)
+    w_h = w_h.contiguous()
+    h_out, c_out = torch.empty_like(h), torch.empty_like(c)
+    fwd_mean = h.new_zeros((T, B, N))  # the kernels add tile partial sums atomically
+    bwd_mean = h.new_zeros((T, A, N))
+
+    def grid(meta: dict) -> tuple[int]:
+        return (T * _cdiv(A, meta["BLOCK_A"]) * _cdiv(B, meta["BLOCK_B"]),)
+
+    _fwd_kernel[grid](h, c, row, col, w_h, h_out, c_out, fwd_mean, bwd_mean, A, B,
+                      w_h.stride(0) if w_h.shape[0] > 1 else 0, int(ticks), 1.0 / A, 1.0 / B, N=N)
+    return h_out, c_out, fwd_mean, bwd_mean
 
 
 @torch.library.custom_op("metalearn_ext::vsml_step_triton_backward", mutates_args=())
 def _vsml_step_triton_backward_op(
-    grad_h: Tensor,
-    grad_c: Tensor,
-    grad_fwd_mean: Tensor,
-    grad_bwd_mean: Tensor,
-    h: Tensor,
-    c: Tensor,
-    fwd_in: Tensor,
-    bwd_in: Tensor,
-    weight: Tensor,
-    bias: Tensor,
-    ticks: int,
+    grad_h: Tensor, grad_c: Tensor, grad_fwd_mean: Tensor, grad_bwd_mean: Tensor, h: Tensor, c: Tensor,
+    fwd_in: Tensor, bwd_in: Tensor, weight: Tensor, bias: Tensor, ticks: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _backward_impl(
-        grad_h,
-        grad_c,
-        grad_fwd_mean,
-        grad_bwd_mean,
-        h,
-        c,
-        fwd_in,
-        bwd_in,
-        weight,
-        bias,
-        ticks,
-    )
-
-
-@_vsml_step_triton_backward_op.register_fake
-def _(
-    grad_h,
-    grad_c,
-    grad_fwd_mean,
-    grad_bwd_mean,
-    h,
-    c,
-    fwd_in,
-    bwd_in,
-    weight,
-    bias,
-    ticks,
-):
-    return (
-        h.new_empty(h.shape),
-        c.new_empty(c.shape),
-        fwd_in.new_empty(fwd_in.shape),
-        bwd_in.new_empty(bwd_in.shape),
-        weight.new_empty(weight.shape),
-        bias.new_empty(bias.shape),
-    )
-
-
-def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-    h, c, fwd_in, bwd_in, weight, bias, ticks = inputs
-    ctx.save_for_backward(h, c, fwd_in, bwd_in, weight, bias)
-    ctx.ticks = ticks
-
-
-def _backward(
-    ctx: Any,
-    grad_h: Tensor | None,
-    grad_c: Tensor | None,
-    grad_fwd_mean: Tensor | None,
-    grad_bwd_mean: Tensor | None,
-) -> tuple:
-    h, c, fwd_in, bwd_in, weight, bias = ctx.saved_tensors
     T, A, B, N = h.shape
-    grad_h = torch.zeros_like(h) if grad_h is None else grad_h
-    grad_c = torch.zeros_like(c) if grad_c is None else grad_c
-    grad_fwd_mean = h.new_zeros((T, B, N)) if grad_fwd_mean is None else grad_fwd_mean
-    grad_bwd_mean = h.new_zeros((T, A, N)) if grad_bwd_mean is None else grad_bwd_mean
-    grads = _vsml_step_triton_backward_op(
-        grad_h,
-        grad_c,
-        grad_fwd_mean,
-        grad_bwd_mean,
-        h,
-        c,
-        fwd_in,
-        bwd_in,
-        weight,
-        bias,
-        ctx.ticks,
-    )
-    return (*grads, None)
+    h, c, fwd_in, bwd_in = h.contiguous(), c.contiguous(), fwd_in.contiguous(), bwd_in.contiguous()
+    grad_h, grad_c = grad_h.contiguous(), grad_c.contiguous()
+    grad_fwd_mean, grad_bwd_mean = grad_fwd_mean.contiguous(), grad_bwd_mean.contiguous()
+    row, col, w_h = project_messages(fwd_in, bwd_in, weight, bias)
+    w_h = w_h.contiguous()
+    grad_h0, grad_c0 = torch.empty_like(h), torch.empty_like(c)
+    g_row = h.new_zeros((T, A, 4 * N))  # sums over tiles, added atomically
+    g_col = h.new_zeros((T, B, 4 * N))
+    g_wh = h.new_zeros((T, 4 * N, N))
+
+    def grid(meta: dict) -> tuple[int]:
+        tiles = _cdiv(A, meta["BLOCK_A"]) * _cdiv(B, meta["BLOCK_B"])
+        return (T * _programs_per_copy(tiles, T, h.device),)
+
+    _bwd_kernel[grid](h, c, row, col, w_h, grad_h, grad_c, grad_fwd_mean, grad_bwd_mean, grad_h0, grad_c0,
+                      g_row, g_col, g_wh, T, A, B, w_h.stride(0) if w_h.shape[0] > 1 else 0, int(ticks),
+                      1.0 / A, 1.0 / B, N=N)
+    return (grad_h0, grad_c0, *message_gradients(g_row, g_col, g_wh, fwd_in, bwd_in, weight, bias))
 
 
-_vsml_step_triton_op.register_autograd(_backward, setup_context=_setup_context)
+autograd.register("metalearn_ext::vsml_step_triton", "metalearn_ext::vsml_step_triton_backward",
+                  _vsml_step_triton_backward_op)
 
 
 def vsml_step_triton(
