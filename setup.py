@@ -5,11 +5,14 @@ Environment:
   METALEARN_SKIP_CUDA_BUILD=1  build the CPU kernels only
   TORCH_CUDA_ARCH_LIST         CUDA archs; default: the visible GPU's, else "8.0;9.0"
   DEBUG=1                      -O0 -g; MAX_JOBS and NVCC_THREADS as usual
+  CXX                          the C++ compiler, and nvcc's host compiler (-ccbin) too
+Sources: every csrc/*.cpp, csrc/cpu/*.cpp and csrc/cuda/*.cu (the .cu files in CUDA builds only).
 Build against the installed torch: pip install --no-build-isolation -e .
 """
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from setuptools import setup
@@ -23,9 +26,23 @@ def _flag(name: str) -> bool:
 
 
 def _sources() -> tuple[list[str], list[str]]:
-    lines = (CSRC / "sources.txt").read_text().splitlines()
-    files = [f"csrc/{line.strip()}" for line in lines if line.strip() and not line.startswith("#")]
-    return [f for f in files if not f.endswith(".cu")], [f for f in files if f.endswith(".cu")]
+    """(C++ sources, CUDA sources), discovered: csrc/*.cpp, csrc/cpu/*.cpp and csrc/cuda/*.cu (as in CMakeLists.txt)."""
+    def glob(pattern: str) -> list[str]:
+        return sorted(str(p.relative_to(ROOT)) for p in CSRC.glob(pattern))
+
+    return glob("*.cpp") + glob("cpu/*.cpp"), glob("cuda/*.cu")
+
+
+def _host_compiler() -> str:
+    """The compiler of the .cpp files (torch's ninja build: $CXX, else c++), for nvcc's -ccbin too.
+
+    torch passes nvcc `-ccbin $CC` only, so with CXX set and CC unset the C++ files and the CUDA files'
+    host code would be built by two compilers (and their two runtimes) in one library.
+    """
+    from torch.utils.cpp_extension import get_cxx_compiler
+
+    cxx = get_cxx_compiler()
+    return shutil.which(cxx) or cxx
 
 
 def _want_cuda() -> bool:
@@ -71,7 +88,9 @@ def extensions():
         return [CppExtension("metalearn_ext._C", cpp_sources, extra_compile_args={"cxx": cxx}, **common)]
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
-    nvcc = [*opt, "--expt-relaxed-constexpr", "-lineinfo"]
+    host = _host_compiler()
+    print(f"metalearn_ext: C++ compiler and nvcc host compiler: {host}")
+    nvcc = [*opt, "--expt-relaxed-constexpr", "-lineinfo", "-ccbin", host]
     if os.environ.get("NVCC_THREADS"):
         nvcc += ["--threads", os.environ["NVCC_THREADS"]]
     common["include_dirs"] += _cuda_include_dirs(CUDA_HOME)

@@ -10,17 +10,19 @@ import time
 import torch
 
 import metalearn_ext
+from metalearn_ext.methods import get_method
 from metalearn_ext.train.config import load_config
-from metalearn_ext.train.runner import MetaTrainer
+from metalearn_ext.train.loop import Trainer
 
 STEPS = 6
 
 
-def _trainer(backend: str, method: str, device: str) -> MetaTrainer:
-    cfg = load_config("quick", [f"model.backend={backend}", f"train.method={method}", "train.progress=false"])
+def _trainer(backend: str, optimizer: str, device: str) -> Trainer:
+    cfg = load_config(get_method("vsml"), "quick", [f"model.backend={backend}", f"train.optimizer={optimizer}",
+                                                     "train.progress=false"])
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    return MetaTrainer(cfg)
+    return Trainer(cfg)
 
 
 def run(device: str = "cpu") -> list[dict]:
@@ -28,7 +30,7 @@ def run(device: str = "cpu") -> list[dict]:
         return [dict(op="vsml_train", device=device, ok=False, error="the quick config runs on CPU")]
     backends = ["reference"] + (["cpp"] if metalearn_ext.backends()["cpp"].available else [])
     rows = []
-    for method in ("bptt", "es"):
+    for method in ("gradient", "es"):
         first = {}
         for backend in backends:
             trainer = _trainer(backend, method, device)
@@ -40,7 +42,7 @@ def run(device: str = "cpu") -> list[dict]:
                     first[backend] = r.meta_loss  # also the warm-up
                     continue
                 times.append(time.perf_counter() - start)
-                ticks = r.synapse_ticks
+                ticks = r.work["synapse_ticks"]
             t = statistics.median(times)
             ok = abs(first[backend] - first["reference"]) <= 1e-4 * max(1.0, abs(first["reference"]))
             rows.append(dict(op="vsml_train", method=method, backend=backend, device=device, ok=ok,
@@ -54,12 +56,12 @@ def run(device: str = "cpu") -> list[dict]:
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'method':<6} {'backend':<10} {'s/meta-step':>12} {'Msyn-tick/s':>12} {'x ref':>6}"]
+    lines = [f"{'optimizer':<9} {'backend':<10} {'s/meta-step':>12} {'Msyn-tick/s':>12} {'x ref':>6}"]
     for r in rows:
         if not r["ok"]:
-            lines.append(f"{r.get('method', '-'):<6} {r.get('backend', '-'):<10} WRONG: {r['error']}")
+            lines.append(f"{r.get('method', '-'):<9} {r.get('backend', '-'):<10} WRONG: {r['error']}")
             continue
-        lines.append(f"{r['method']:<6} {r['backend']:<10} {r['median_step_s']:>12.3f} "
+        lines.append(f"{r['method']:<9} {r['backend']:<10} {r['median_step_s']:>12.3f} "
                      f"{r['synapse_ticks_per_s'] / 1e6:>12.2f} {r['speedup_vs_reference']:>6.2f}")
     return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """The benchmark runner: `python -m benchmarks.run [--op NAME] [--device cpu|cuda] [--json FILE]`.
 
-Every op's module exposes BENCHES = {name: fn(device) -> rows}; a correctness check runs before any
-timing in each of them. Rows go to stdout as a table and, with --json, to a file with the machine.
+Every benchmarks/bench_*.py is found and imported; each exposes BENCHES = {name: fn(device) -> rows}
+and optionally FORMATTERS = {name: fn(rows) -> table}. A correctness check runs before any timing in
+each of them. Rows go to stdout as a table and, with --json, to a file with the machine.
 """
 from __future__ import annotations
 
@@ -10,22 +11,34 @@ import importlib
 import json
 import os
 import platform
+import pkgutil
 import sys
 import time
 
 import torch
 
-MODULES = ["benchmarks.bench_vsml_step", "benchmarks.bench_vsml_train", "benchmarks.bench_data"]
+import benchmarks
+
+
+def modules() -> list[str]:
+    """The module names of every benchmarks/bench_*.py."""
+    return sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__, "benchmarks.")
+                  if m.name.rpartition(".")[2].startswith("bench_"))
 
 
 def registry() -> tuple[dict, dict]:
-    benches, formatters = {}, {}
-    for name in MODULES:
+    """(bench name -> fn(device) -> rows, bench name -> fn(rows) -> table) over every bench module."""
+    benches, formatters, origin = {}, {}, {}
+    for name in modules():
         try:
             module = importlib.import_module(name)
-        except ImportError as e:
-            print(f"[benchmarks] skipping {name}: {e}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - one broken or half-written module must not stop the others
+            print(f"[benchmarks] skipping {name}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
+        for bench in module.BENCHES:
+            if bench in origin:
+                raise ValueError(f"benchmark {bench!r} is defined twice: in {origin[bench]} and in {name}")
+            origin[bench] = name
         benches.update(module.BENCHES)
         formatters.update(getattr(module, "FORMATTERS", {}))
     return benches, formatters

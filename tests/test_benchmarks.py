@@ -1,9 +1,11 @@
-"""The benchmark runner checks correctness before it times: a wrong kernel reports no speed."""
+"""The benchmark runner checks correctness before it times (a wrong kernel reports no speed) and finds
+every benchmarks/bench_*.py by itself."""
 import functools
+import sys
 
-import pytest
-
+import benchmarks
 from benchmarks import bench_vsml_step as bench
+from benchmarks import run
 from metalearn_ext.ops.vsml_step import vsml_step_reference
 
 
@@ -23,6 +25,37 @@ def test_wrong_kernel_reports_no_speed(monkeypatch):
     assert "WRONG" in bench.format_rows(rows)
 
 
+def test_table_shows_every_ratio_or_a_dash(monkeypatch):
+    """Each baseline row gets its ratio to the other baseline, timed after it; a baseline not run is '-'."""
+    ref = functools.partial(vsml_step_reference, ticks=bench.TICKS)
+    monkeypatch.setattr(bench, "candidates", lambda device: {"reference": ref, "reference+compile": ref})
+    rows = bench.run("cpu", shapes=[(1, 2, 3, 8, 2)])
+    assert all("speedup_vs_reference+compile" in r for r in rows)
+    table = bench.format_rows(rows)
+    assert "nan" not in table.lower()
+    only_ref = [r for r in rows if r["backend"] == "reference"]
+    for r in only_ref:
+        del r["speedup_vs_reference+compile"]
+    line = bench.format_rows(only_ref).splitlines()[2]
+    assert line.split()[-2:] == ["-", "-"], line  # x compiled, roofline
+
+
 def test_io_bytes_counts_state_twice_each_way():
     T, A, B, N, M = 1, 2, 3, 16, 8
     assert bench.io_bytes(T, A, B, N, M) >= 4 * 4 * T * A * B * N
+
+
+def test_runner_discovers_every_bench_module(monkeypatch, tmp_path):
+    (tmp_path / "bench_discovery_probe.py").write_text(
+        "BENCHES = {'discovery_probe': lambda device: [dict(op='discovery_probe', device=device, ok=True)]}\n")
+    (tmp_path / "helper_not_a_bench.py").write_text("raise AssertionError('only bench_*.py are imported')\n")
+    monkeypatch.setattr(benchmarks, "__path__", [*benchmarks.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "benchmarks.bench_discovery_probe", raising=False)
+    try:
+        assert "benchmarks.bench_vsml_step" in run.modules()
+        benches, formatters = run.registry()
+        assert "vsml_step" in benches and formatters["vsml_step"] is bench.format_rows
+        assert benches["discovery_probe"]("cpu") == [dict(op="discovery_probe", device="cpu", ok=True)]
+        assert run.main(["--op", "discovery_probe"]) == 0
+    finally:
+        sys.modules.pop("benchmarks.bench_discovery_probe", None)

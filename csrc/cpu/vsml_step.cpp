@@ -9,8 +9,9 @@
 //
 // float with N in {4, 8, 12, 16, 24, 32} takes a fast path: GCC/Clang vector extensions over the 4N gate outputs,
 // 2-4 synapses in lockstep, a Cephes-style exp for sigmoid and a rational tanh (errors ~1e-7), and on
-// x86-64 with GCC runtime-dispatched AVX-512 / AVX2+FMA builds. Everything else (double, other N,
-// other compilers) takes a scalar path with std::exp / std::tanh, exact enough for gradcheck.
+// x86-64 with GCC runtime-dispatched AVX-512 / AVX2+FMA builds (the op-agnostic parts: cpu/simd.h,
+// cpu/isa_dispatch.h). Everything else (double, other N, other compilers) takes a scalar path with
+// std::exp / std::tanh, exact enough for gradcheck.
 // Needs -fopenmp (compile and link) for at::parallel_for to run in parallel; correct without it.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -20,33 +21,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
-#include "../vsml_step.h"
-
-#if defined(__GNUC__) || defined(__clang__)
-#define VSML_FAST_PATH 1
-#define VSML_INLINE inline __attribute__((always_inline))
-#else
-#define VSML_FAST_PATH 0
-#define VSML_INLINE inline
-#endif
-
-// Runtime ISA dispatch without -march, safe on any x86-64: the fast path is compiled three times,
-// for x86-64-v4 (AVX-512, 16 lanes), x86-64-v3 (AVX2+FMA, 8 lanes) and the baseline (SSE2, 4 lanes),
-// and __builtin_cpu_supports picks one at run time (GCC >= 12 knows these levels). Elsewhere (aarch64,
-// clang, older GCC) only the 4-lane build.
-#if defined(__x86_64__) && defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) && defined(__linux__)
-#define VSML_X86_DISPATCH 1
-#define VSML_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
-#define VSML_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
-#else
-#define VSML_X86_DISPATCH 0
-#endif
+#include "vsml_step.h"
+#include "cpu/isa_dispatch.h"
+#include "cpu/parallel.h"
+#include "cpu/simd.h"
 
 namespace {
+
+using namespace metalearn_ext::cpu;
 
 // ---------------------------------------------------------------------------------------------
 // Arguments and work split
@@ -70,26 +54,9 @@ struct BwdArgs {
   int64_t* slot_t;
 };
 
-// Rows [r0, r1) of chunk `chunk` out of `nchunks` equal contiguous ranges of T*A rows.
-inline void chunk_rows(int64_t rows, int64_t nchunks, int64_t chunk, int64_t& r0, int64_t& r1) {
-  r0 = rows * chunk / nchunks;
-  r1 = rows * (chunk + 1) / nchunks;
-}
-
-// A few microseconds of fork/join are not worth it for tiny problems.
-inline int64_t choose_chunks(int64_t rows, int64_t flops) {
-  if (flops < (int64_t{1} << 17) || at::in_parallel_region()) return 1;
-  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Scalar path (any N, float or double): exact libm activations
 // ---------------------------------------------------------------------------------------------
-
-template <typename T>
-inline T sigmoid_exact(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
 
 template <typename T>
 void fwd_row_scalar(const FwdArgs<T>& p, int64_t t, int64_t a, T* facc, T* scratch) {
@@ -226,123 +193,20 @@ inline int64_t bwd_scalar_scratch(int64_t N, int64_t K) { return K * 7 * N + 8 *
 // Fast float path: 8-lane vectors over the gate outputs, compile-time N
 // ---------------------------------------------------------------------------------------------
 
-#if VSML_FAST_PATH
+#if METALEARN_SIMD
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
-
-// L-lane float vectors (GCC/Clang vector extensions): 16 for AVX-512, 8 for AVX2, 4 elsewhere.
-template <int L>
-struct Vec;
-template <>
-struct Vec<4> {
-  typedef float f __attribute__((vector_size(16)));
-  typedef int32_t i __attribute__((vector_size(16)));
-  typedef uint32_t u __attribute__((vector_size(16)));
-};
-template <>
-struct Vec<8> {
-  typedef float f __attribute__((vector_size(32)));
-  typedef int32_t i __attribute__((vector_size(32)));
-  typedef uint32_t u __attribute__((vector_size(32)));
-};
-template <>
-struct Vec<16> {
-  typedef float f __attribute__((vector_size(64)));
-  typedef int32_t i __attribute__((vector_size(64)));
-  typedef uint32_t u __attribute__((vector_size(64)));
-};
-
-template <class V>
-VSML_INLINE V vload(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <class V>
-VSML_INLINE void vstore(float* p, V v) {
-  std::memcpy(p, &v, sizeof v);
-}
-template <class V>
-VSML_INLINE V vset(float x) {
-  return V{} + x;
-}
-// m ? a : b lane-wise, m a comparison result. GCC scalarizes 16-lane selects spelled with bit
-// operations, and 8-lane ?: without SSE4.1: each width gets the spelling that GCC vectorizes.
-template <class V, class M>
-VSML_INLINE V vselect(M m, V a, V b) {
-#if !defined(__clang__)
-  if constexpr (sizeof(V) == 64) return m ? a : b;
-#endif
-  return (V)(((M)a & m) | ((M)b & ~m));
-}
-
-// sigmoid(x) = 1 / (1 + exp(-x)), keeping its relative accuracy where it is tiny. exp(-x) uses Cephes'
-// range reduction and polynomial (relative error ~1e-7), written for -x so no negation is needed:
-// -x = n ln2 + r with r = -(x + n ln2), exp(r) = 1 - r' + r'^2 P(-r') for r' = x + n ln2.
-// Branch-free. -x is clamped to [-87, 88.8]: below, exp(-x) only ever gets added to 1; above, the
-// scale 2^128 is +inf, so sigmoid saturates to exactly 0 (and 0 * inf gives NaN as in PyTorch).
-// NaN stays NaN (the clamps keep NaN, the polynomial of NaN is NaN).
-template <class V, class U>
-VSML_INLINE V vsigmoid(V x) {
-  const V lo = vset<V>(-88.8f), hi = vset<V>(87.0f), magic = vset<V>(12582912.0f);  // 1.5 * 2^23
-  x = vselect(x < lo, lo, x);
-  x = vselect(x > hi, hi, x);
-  const V k = x * -1.44269504088896341f + magic;  // n = round(-x / ln 2) in the low mantissa bits
-  const V n = k - magic;
-  V r = x + n * 0.693359375f;  // r' = -r, in two steps for accuracy
-  r = r + n * -2.12194440e-4f;
-  V y = r * -1.9875691500e-4f + 1.3981999507e-3f;
-  y = y * r - 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r - 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * (r * r) + (1.0f - r);
-  const V scale = (V)(((U)k << 23) + (127u << 23));  // 2^n: the low bits of k are n + 1.5 * 2^23
-  return 1.0f / (y * scale + 1.0f);
-}
-
-// tanh: the odd 13/6 rational minimax approximation used by Eigen, XLA and MLAS; odd, so small
-// arguments keep their relative accuracy. The argument is clamped to +-8.5558 (where the rational
-// peaks), and results within 3e-7 of +-1 become +-1: exactly +-1 in saturation as in libm (so
-// 1 - tanh^2 is exactly 0 there, as in PyTorch's autograd). NaN stays NaN.
-template <class V>
-VSML_INLINE V vtanh(V x) {
-  const V hi = vset<V>(8.5558f), lo = vset<V>(-8.5558f), one = vset<V>(1.0f), minus_one = vset<V>(-1.0f);
-  x = vselect(x > hi, hi, x);
-  x = vselect(x < lo, lo, x);
-  const V x2 = x * x;
-  V p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
-  p = p * x2 + -8.60467152213735e-11f;
-  p = p * x2 + 5.12229709037114e-08f;
-  p = p * x2 + 1.48572235717979e-05f;
-  p = p * x2 + 6.37261928875436e-04f;
-  p = p * x2 + 4.89352455891786e-03f;
-  V q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
-  q = q * x2 + 2.26843463243900e-03f;
-  q = q * x2 + 4.89352518554385e-03f;
-  const V t = x * p / q;  // within 2 ulp of +-1 in saturation, on either side depending on FMA use
-  const V near = vset<V>(0.9999997f);
-  return vselect(t > near, one, vselect(t < -near, minus_one, t));
-}
 
 // The fast path runs S = 2 synapses in lockstep: one synapse-tick is a long chain of dependent
 // latency-bound steps (matvec, exp polynomials, divisions, tanh of the new cell), and a second
 // independent chain roughly doubles the work in flight. Every W_h load then feeds two FMAs.
-// R: how many vector accumulators a matvec may keep (16 with AVX-512's 32 registers, else 8).
-template <int L>
-constexpr int kAccumulators = L == 16 ? 16 : 8;
-constexpr int largest_divisor_at_most(int n, int bound) {
-  int d = bound < 1 ? 1 : bound;
-  while (n % d != 0) --d;
-  return d;
-}
-// Synapses run in lockstep: 4 where AVX-512's 32 registers hold them, else 2.
+// 4 synapses run in lockstep where AVX-512's 32 registers hold them.
 template <int L>
 constexpr int kGroup = L == 16 ? 4 : 2;
 
 // z[s] = base[s] + W_h h[s] for S synapses, with w_t = W_h^T (N, 4N) row-major, hs = h as scalars.
 template <int N, int L, int S>
-VSML_INLINE void gate_matvec(typename Vec<L>::f (*z)[4 * N / L], const typename Vec<L>::f (*base)[4 * N / L],
+METALEARN_INLINE void gate_matvec(typename Vec<L>::f (*z)[4 * N / L], const typename Vec<L>::f (*base)[4 * N / L],
                              const float* w_t, const float (*hs)[N]) {
   using V = typename Vec<L>::f;
   constexpr int G = 4 * N, GV = G / L, R = kAccumulators<L>;
@@ -390,7 +254,7 @@ VSML_INLINE void gate_matvec(typename Vec<L>::f (*z)[4 * N / L], const typename 
 
 // dh[s] = W_h^T dz[s] for S synapses, with w = W_h (4N, N) row-major.
 template <int N, int L, int S>
-VSML_INLINE void state_matvec_t(typename Vec<L>::f (*dh)[N / L], const float* w, const float* const* dz) {
+METALEARN_INLINE void state_matvec_t(typename Vec<L>::f (*dh)[N / L], const float* w, const float* const* dz) {
   using V = typename Vec<L>::f;
   constexpr int G = 4 * N, NV = N / L, R = kAccumulators<L>;
   constexpr int P0 = R / (S * NV) > 1 ? R / (S * NV) : 1;
@@ -430,7 +294,7 @@ VSML_INLINE void state_matvec_t(typename Vec<L>::f (*dh)[N / L], const float* w,
 // One LSTM tick of S synapses; with kKeep, stores activations (i, f, g, o) at act + s*act_stride
 // and tanh(c') at tc + s*tc_stride.
 template <int N, int L, int S, bool kKeep>
-VSML_INLINE void lstm_tick(typename Vec<L>::f (*hv)[N / L], typename Vec<L>::f (*cv)[N / L],
+METALEARN_INLINE void lstm_tick(typename Vec<L>::f (*hv)[N / L], typename Vec<L>::f (*cv)[N / L],
                            const typename Vec<L>::f (*base)[4 * N / L], const float* w_t, float* act,
                            int64_t act_stride, float* tc, int64_t tc_stride) {
   using V = typename Vec<L>::f;
@@ -465,7 +329,7 @@ VSML_INLINE void lstm_tick(typename Vec<L>::f (*hv)[N / L], typename Vec<L>::f (
 
 // Synapses b0 .. b0+S-1 of row (t, a) through all ticks; adds h' to facc[b] and bsum.
 template <int N, int L, int S>
-VSML_INLINE void fwd_synapses_fast(const FwdArgs<float>& p, const float* w_t, const typename Vec<L>::f* rowv,
+METALEARN_INLINE void fwd_synapses_fast(const FwdArgs<float>& p, const float* w_t, const typename Vec<L>::f* rowv,
                                    const float* colp, int64_t s0, int64_t b0, float* facc,
                                    typename Vec<L>::f* bsum) {
   using V = typename Vec<L>::f;
@@ -498,7 +362,7 @@ VSML_INLINE void fwd_synapses_fast(const FwdArgs<float>& p, const float* w_t, co
 }
 
 template <int N, int L>
-VSML_INLINE void fwd_row_fast(const FwdArgs<float>& p, int64_t t, int64_t a, float* facc) {
+METALEARN_INLINE void fwd_row_fast(const FwdArgs<float>& p, int64_t t, int64_t a, float* facc) {
   using V = typename Vec<L>::f;
   constexpr int G = 4 * N, NV = N / L, GV = G / L;
   const int64_t B = p.B;
@@ -530,7 +394,7 @@ inline int64_t bwd_fast_scratch(int64_t N, int64_t K) {
 // gwh_t (N, 4N) += HP^T DZ over S synapse-ticks; DZ (S, 4N), HP (S, N). Transposed so that each
 // broadcast of h feeds 4N/L FMAs (the (4N, N) orientation needs one broadcast per FMA).
 template <int N, int L>
-VSML_INLINE void gwh_update(float* gwh_t, const float* DZ, const float* HP, int64_t S) {
+METALEARN_INLINE void gwh_update(float* gwh_t, const float* DZ, const float* HP, int64_t S) {
   using V = typename Vec<L>::f;
   constexpr int G = 4 * N, GV = G / L, JV = largest_divisor_at_most(GV, kAccumulators<L>);  // per pass
   constexpr int NB = largest_divisor_at_most(N, kAccumulators<L> / JV);
@@ -564,7 +428,7 @@ VSML_INLINE void gwh_update(float* gwh_t, const float* DZ, const float* HP, int6
 // Backward of synapses b0+ib .. b0+ib+S-1 (block-local index ib) of row (t, a): recompute the ticks
 // keeping this synapse's states in scratch, then walk them back. dz and h_{k-1} go to the block buffers.
 template <int N, int L, int S>
-VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a, const float* w, const float* w_t,
+METALEARN_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a, const float* w, const float* w_t,
                                    const typename Vec<L>::f* rowv, const typename Vec<L>::f* gbm_v, int64_t b0,
                                    int64_t ib, float* scratch, float* DZ, float* HP) {
   using V = typename Vec<L>::f;
@@ -646,7 +510,7 @@ VSML_INLINE void bwd_synapses_fast(const BwdArgs<float>& p, int64_t t, int64_t a
 }
 
 template <int N, int L>
-VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, float* gcol, float* gwh_t,
+METALEARN_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, float* gcol, float* gwh_t,
                               float* scratch) {
   using V = typename Vec<L>::f;
   constexpr int G = 4 * N, NV = N / L, GV = G / L;
@@ -694,7 +558,7 @@ VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, flo
 }
 
 #pragma GCC diagnostic pop
-#endif  // VSML_FAST_PATH
+#endif  // METALEARN_SIMD
 
 
 // ---------------------------------------------------------------------------------------------
@@ -702,7 +566,7 @@ VSML_INLINE void bwd_row_fast(const BwdArgs<float>& p, int64_t t, int64_t a, flo
 // ---------------------------------------------------------------------------------------------
 
 template <typename T, int NC, int L>
-VSML_INLINE void fwd_chunk(const FwdArgs<T>& p, int64_t chunk) {
+METALEARN_INLINE void fwd_chunk(const FwdArgs<T>& p, int64_t chunk) {
   const int64_t N = p.N, B = p.B;
   int64_t r0, r1;
   chunk_rows(p.T_ * p.A, p.nchunks, chunk, r0, r1);
@@ -724,7 +588,7 @@ VSML_INLINE void fwd_chunk(const FwdArgs<T>& p, int64_t chunk) {
     }
     std::fill(facc, facc + B * N, T(0));
     for (int64_t a = a0; a < a1; ++a) {
-#if VSML_FAST_PATH
+#if METALEARN_SIMD
       if constexpr (NC != 0) {
         fwd_row_fast<NC, L>(p, t, a, facc);
         continue;
@@ -738,11 +602,11 @@ VSML_INLINE void fwd_chunk(const FwdArgs<T>& p, int64_t chunk) {
 }
 
 template <typename T, int NC, int L>
-VSML_INLINE void bwd_chunk(const BwdArgs<T>& p, int64_t chunk) {
+METALEARN_INLINE void bwd_chunk(const BwdArgs<T>& p, int64_t chunk) {
   const int64_t N = p.N, G = 4 * N, B = p.B;
   int64_t r0, r1;
   chunk_rows(p.T_ * p.A, p.nchunks, chunk, r0, r1);
-#if VSML_FAST_PATH
+#if METALEARN_SIMD
   std::vector<T> scratch(NC != 0 ? bwd_fast_scratch(N, p.K) : bwd_scalar_scratch(N, p.K));
 #else
   std::vector<T> scratch(bwd_scalar_scratch(N, p.K));
@@ -763,7 +627,7 @@ VSML_INLINE void bwd_chunk(const BwdArgs<T>& p, int64_t chunk) {
       std::fill(gcol, gcol + slot_size, T(0));
       p.slot_t[chunk * 2 + slot] = t;
     }
-#if VSML_FAST_PATH
+#if METALEARN_SIMD
     if constexpr (NC != 0) {
       std::fill(gwh_t.begin(), gwh_t.end(), T(0));
       for (int64_t a = a0; a < a1; ++a) bwd_row_fast<NC, L>(p, t, a, gcol, gwh_t.data(), scratch.data());
@@ -789,7 +653,7 @@ struct ChunkFns {
   attr void bwd_##name(const BwdArgs<float>& p, int64_t c) { bwd_chunk<float, N, L>(p, c); }
 
 VSML_ENTRY(, f32_any, 0, 4)
-#if VSML_FAST_PATH
+#if METALEARN_SIMD
 VSML_ENTRY(, f32_n4_base, 4, 4)
 VSML_ENTRY(, f32_n12_base, 12, 4)
 VSML_ENTRY(, f32_n24_base, 24, 4)
@@ -797,54 +661,35 @@ VSML_ENTRY(, f32_n8_base, 8, 4)
 VSML_ENTRY(, f32_n16_base, 16, 4)
 VSML_ENTRY(, f32_n32_base, 32, 4)
 #endif
-#if VSML_X86_DISPATCH
-VSML_ENTRY(VSML_TARGET_V3, f32_n4_avx2, 4, 4)
-VSML_ENTRY(VSML_TARGET_V3, f32_n12_avx2, 12, 4)
-VSML_ENTRY(VSML_TARGET_V3, f32_n24_avx2, 24, 8)
-VSML_ENTRY(VSML_TARGET_V3, f32_n8_avx2, 8, 8)
-VSML_ENTRY(VSML_TARGET_V3, f32_n16_avx2, 16, 8)
-VSML_ENTRY(VSML_TARGET_V3, f32_n32_avx2, 32, 8)
-VSML_ENTRY(VSML_TARGET_V4, f32_n8_avx512, 8, 8)
-VSML_ENTRY(VSML_TARGET_V4, f32_n16_avx512, 16, 16)
-VSML_ENTRY(VSML_TARGET_V4, f32_n32_avx512, 32, 16)
+#if METALEARN_X86_DISPATCH
+VSML_ENTRY(METALEARN_TARGET_V3, f32_n4_avx2, 4, 4)
+VSML_ENTRY(METALEARN_TARGET_V3, f32_n12_avx2, 12, 4)
+VSML_ENTRY(METALEARN_TARGET_V3, f32_n24_avx2, 24, 8)
+VSML_ENTRY(METALEARN_TARGET_V3, f32_n8_avx2, 8, 8)
+VSML_ENTRY(METALEARN_TARGET_V3, f32_n16_avx2, 16, 8)
+VSML_ENTRY(METALEARN_TARGET_V3, f32_n32_avx2, 32, 8)
+VSML_ENTRY(METALEARN_TARGET_V4, f32_n8_avx512, 8, 8)
+VSML_ENTRY(METALEARN_TARGET_V4, f32_n16_avx512, 16, 16)
+VSML_ENTRY(METALEARN_TARGET_V4, f32_n32_avx512, 32, 16)
 #endif
 #undef VSML_ENTRY
-
-// 2 = AVX-512 (x86-64-v4), 1 = AVX2+FMA (x86-64-v3), 0 = baseline. METALEARN_CPU_ISA=avx2|baseline
-// caps it (read once), so that tests can cover every build on one machine.
-inline int x86_level() {
-#if VSML_X86_DISPATCH
-  static const int level = [] {
-    __builtin_cpu_init();
-    int l = __builtin_cpu_supports("x86-64-v4") ? 2 : __builtin_cpu_supports("x86-64-v3") ? 1 : 0;
-    if (const char* cap = std::getenv("METALEARN_CPU_ISA")) {
-      if (std::strcmp(cap, "avx2") == 0) l = std::min(l, 1);
-      if (std::strcmp(cap, "baseline") == 0) l = 0;
-    }
-    return l;
-  }();
-  return level;
-#else
-  return 0;
-#endif
-}
 
 ChunkFns pick_f32(int64_t N) {
 #define VSML_PICK(name) \
   return { fwd_##name, bwd_##name }
-#if VSML_X86_DISPATCH
+#if METALEARN_X86_DISPATCH
   const int level = x86_level();
-  if (level == 2 && N == 8) VSML_PICK(f32_n8_avx512);
-  if (level == 2 && N == 16) VSML_PICK(f32_n16_avx512);
-  if (level == 2 && N == 32) VSML_PICK(f32_n32_avx512);
-  if (level >= 1 && N == 4) VSML_PICK(f32_n4_avx2);
-  if (level >= 1 && N == 12) VSML_PICK(f32_n12_avx2);
-  if (level >= 1 && N == 24) VSML_PICK(f32_n24_avx2);
-  if (level >= 1 && N == 8) VSML_PICK(f32_n8_avx2);
-  if (level >= 1 && N == 16) VSML_PICK(f32_n16_avx2);
-  if (level >= 1 && N == 32) VSML_PICK(f32_n32_avx2);
+  if (level == kIsaAvx512 && N == 8) VSML_PICK(f32_n8_avx512);
+  if (level == kIsaAvx512 && N == 16) VSML_PICK(f32_n16_avx512);
+  if (level == kIsaAvx512 && N == 32) VSML_PICK(f32_n32_avx512);
+  if (level >= kIsaAvx2 && N == 4) VSML_PICK(f32_n4_avx2);
+  if (level >= kIsaAvx2 && N == 12) VSML_PICK(f32_n12_avx2);
+  if (level >= kIsaAvx2 && N == 24) VSML_PICK(f32_n24_avx2);
+  if (level >= kIsaAvx2 && N == 8) VSML_PICK(f32_n8_avx2);
+  if (level >= kIsaAvx2 && N == 16) VSML_PICK(f32_n16_avx2);
+  if (level >= kIsaAvx2 && N == 32) VSML_PICK(f32_n32_avx2);
 #endif
-#if VSML_FAST_PATH
+#if METALEARN_SIMD
   if (N == 4) VSML_PICK(f32_n4_base);
   if (N == 12) VSML_PICK(f32_n12_base);
   if (N == 24) VSML_PICK(f32_n24_base);

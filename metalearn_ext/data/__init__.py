@@ -17,7 +17,7 @@ from .download import (
 from .episodes import EpisodeBatch, EpisodeSampler
 from .idx import load_mnist, parse_idx, read_idx
 from .label_offset import LabelOffsetBatch, LabelOffsetSampler
-from .omniglot import find_omniglot_sources, load_omniglot, omniglot_character_split
+from .omniglot import find_omniglot_sources, load_omniglot, load_omniglot_image, omniglot_character_split
 from .paths import default_data_dir, search_dirs
 from .streams import StreamBatch, StreamSampler
 from .synthetic import (
@@ -51,6 +51,7 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "load_omniglot",
+    "load_omniglot_image",
     "omniglot_character_split",
     "parse_idx",
     "read_idx",

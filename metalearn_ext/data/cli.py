@@ -16,6 +16,11 @@ def _run_download(args: argparse.Namespace) -> int:
     except (DownloadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the destination cannot be created or written (fetch errors are DownloadErrors)
+        where = args.root if args.root is not None else "the default data directory"
+        print(f"error: cannot write the {args.name} files under {where}: {e.strerror or e}"
+              + (f" ({e.filename})" if e.filename else ""), file=sys.stderr)
+        return 2
     for p in paths:
         print(p)
     return 0
@@ -25,7 +30,8 @@ def add_data_subparser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     """Add ``data download NAME [--root DIR] [--mirror URL]... [--timeout S]`` to ``subparsers``.
 
     The ``download`` parser sets ``func``: ``func(args) -> int`` exit code (0 installed,
-    1 failed with the reason on stderr). Returns the ``data`` parser.
+    1 the download failed, 2 the destination cannot be written; the reason on stderr in one
+    line). Returns the ``data`` parser.
     """
     data = subparsers.add_parser("data", help="manage data sets on disk")
     commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)

@@ -1,11 +1,11 @@
 """MNIST and Fashion-MNIST from IDX files (gzipped or not).
 
 Files are the official ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``. They are looked
-for, in order, in: ``root`` and ``root/<name>`` (if ``root`` is given), ``$METALEARN_DATA/<name>``,
-``~/.cache/metalearn/<name>`` and, for Fashion-MNIST only, ``/usr/share/datasets/fashion-mnist``
-(Debian's ``dataset-fashion-mnist``). The first directory holding both files of the split
-wins; a plain file is preferred to its ``.gz``. Reading 60,000 images takes well under a
-second, so IDX files are not cached again.
+for, in order, in: ``root`` and ``root/<name>`` (if ``root`` is given; it must be an existing
+directory), ``$METALEARN_DATA/<name>``, ``~/.cache/metalearn/<name>`` and, for Fashion-MNIST
+only, ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``). The first
+directory holding both files of the split wins; a plain file is preferred to its ``.gz``.
+Reading 60,000 images takes well under a second, so IDX files are not cached again.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .dataset import ImageDataset
-from .paths import search_dirs
+from .paths import check_root, search_dirs
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = {
@@ -83,6 +83,14 @@ def _find_file(directory: Path, stem: str) -> Path | None:
     return None
 
 
+def _get_hint(name: str) -> str:
+    download = f"`metalearn data download {name} --root DIR`"
+    if name == "fashion-mnist":
+        return (f"Debian's package `dataset-fashion-mnist` (apt-get install dataset-fashion-mnist; it installs "
+                f"into {DEBIAN_FASHION_MNIST}) or {download}")
+    return download
+
+
 def load_mnist(
     split: str = "train",
     *,
@@ -100,26 +108,28 @@ def load_mnist(
         ImageDataset with images (num, 1, 28, 28) float32 in [0, 1], labels (num,) in 0..9.
 
     Raises:
-        FileNotFoundError: naming every path tried and the download command.
+        FileNotFoundError: ``root`` is given but not a directory; or the files are not found,
+            naming every path tried and how to get them.
         ValueError: a corrupt header, mismatched image/label counts or labels outside 0..9.
     """
     if name not in CLASS_NAMES:
         raise ValueError(f"name must be one of {tuple(CLASS_NAMES)}, got {name!r}")
     if split not in _FILE_PREFIX:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_root(root)
     prefix = _FILE_PREFIX[split]
     stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-    tried: list[str] = []
-    for d in _candidate_dirs(name, root):
+    dirs = _candidate_dirs(name, root)
+    for d in dirs:
         found = [_find_file(d, s) for s in stems]
         if all(found):
             images_path, labels_path = found
             break
-        tried += [f"{d / s}[.gz]" for s in stems]
     else:
+        # The first line stands alone (callers quote only it); the exact files follow.
         raise FileNotFoundError(
-            f"{name} {split} files not found; tried:\n  " + "\n  ".join(tried)
-            + f"\nDownload them with: metalearn data download {name} --root DIR"
+            f"{name} {split} files not found in {', '.join(map(str, dirs))}; get them with {_get_hint(name)}"
+            "\ntried:\n  " + "\n  ".join(f"{d / s}[.gz]" for d in dirs for s in stems)
         )
     images = read_idx(images_path)
     labels = read_idx(labels_path)

@@ -13,6 +13,7 @@ cache. Each source is cached on its own as ``omniglot-<source>-<size bytes>-<sha
 (for a directory the hash covers every PNG's relative path, size and mtime), written atomically;
 a corrupt source raises ``ValueError`` and writes no cache. Characters present in several
 sources (the small subsets share Greek and Latin) are merged by their drawing file names.
+:func:`load_omniglot_image` decodes one PNG file by the same code.
 
 Splits:
   * ``"background"`` / ``"evaluation"``: the characters of the background / evaluation sources.
@@ -21,7 +22,8 @@ Splits:
     ``"<Alphabet>/<characterNN>"``, shuffled by ``torch.randperm`` under
     ``torch.Generator().manual_seed(seed)``, and the first ``round(n · 1200 / 1623)`` are
     ``"train"``, the rest ``"test"`` — exactly 1200/423 on the full 1623 characters, and the
-    same proportion on whatever subset is present (179/63 for the two small archives).
+    same proportion on whatever subset is present (179/63 for the two small archives);
+    ``test_characters`` sets the size of ``"test"`` instead (e.g. 50: 192/50 on the small archives).
 With ``rotations=True`` every character of the chosen split also appears rotated by 90, 180 and
 270 degrees as three new classes named ``"<Alphabet>/<characterNN>/rot090"`` etc.; rotations
 never cross a split, since they are added after splitting.
@@ -42,7 +44,7 @@ import torch
 from PIL import Image
 
 from .dataset import ImageDataset
-from .paths import resolve_cache_dir, save_tensors_atomically, search_dirs
+from .paths import check_root, resolve_cache_dir, save_tensors_atomically, search_dirs
 
 SPLITS = ("background", "evaluation", "all", "train", "test")
 TRAIN_FRACTION = 1200 / 1623
@@ -66,10 +68,12 @@ def find_omniglot_sources(split: str, root: str | os.PathLike | None = None) -> 
     """The Omniglot sources that hold ``split``, sorted by name.
 
     Raises:
-        FileNotFoundError: naming every path tried and the download command.
+        FileNotFoundError: ``root`` is given but not a directory; or nothing found, naming every
+            path tried and the download command.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_root(root)
     kinds = {"background": ("background",), "evaluation": ("evaluation",)}.get(
         split, ("background", "evaluation"))
     tried: list[str] = []
@@ -135,6 +139,9 @@ def _source_fingerprint(src: OmniglotSource) -> tuple[int, str]:
 
 
 def _decode_png(data: bytes, image_size: int, where: str) -> np.ndarray:
+    """The PNG ``data`` as (S, S) uint8 with strokes 255 (the cached form); ``ValueError`` naming ``where``."""
+    if not data:
+        raise ValueError(f"empty Omniglot PNG {where} (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as im:
             im = im.convert("L")
@@ -144,6 +151,34 @@ def _decode_png(data: bytes, image_size: int, where: str) -> np.ndarray:
     except Exception as e:  # Pillow raises many types on bad data
         raise ValueError(f"corrupt Omniglot PNG {where}: {e}") from e
     return 255 - arr
+
+
+def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """Cached uint8 images -> float32 in [0, 1]; the last step of every Omniglot image's decoding."""
+    return images.float().div_(255.0)
+
+
+def _check_image_size(image_size: int) -> None:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+
+
+def load_omniglot_image(path: str | os.PathLike, image_size: int = 28) -> torch.Tensor:
+    """One Omniglot PNG (e.g. a user's own drawing) preprocessed exactly as :func:`load_omniglot`
+    preprocesses the archives (the same code): strokes 1.0 on a 0.0 background (the PNGs store
+    strokes black), box-resized to ``image_size``, quantized to 1/255 steps.
+
+    Returns:
+        (1, S, S) float32 in [0, 1].
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is empty or not a readable image (the message names it).
+    """
+    _check_image_size(image_size)
+    path = Path(path)
+    arr = _decode_png(path.read_bytes(), image_size, str(path))
+    return _to_unit_float(torch.from_numpy(arr)).unsqueeze(0)
 
 
 def _decode_source(src: OmniglotSource, image_size: int) -> tuple[torch.Tensor, list[str]]:
@@ -183,14 +218,18 @@ def _with_rotations(ds: ImageDataset) -> ImageDataset:
     return ImageDataset(images, labels, names)
 
 
-def omniglot_character_split(class_names: list[str], seed: int) -> tuple[list[int], list[int]]:
+def omniglot_character_split(class_names: list[str], seed: int, n_test: int | None = None
+                             ) -> tuple[list[int], list[int]]:
     """Indices into ``class_names`` of the seeded 1200/423-style (train, test) character split.
 
     ``class_names`` must be sorted; the first ``round(n · 1200/1623)`` of a seeded permutation
-    are train. Raises ``ValueError`` if either side would be empty.
+    are train — or, with ``n_test`` given, all but the last ``n_test`` of the same permutation.
+    Raises ``ValueError`` if either side would be empty.
     """
     n = len(class_names)
-    n_train = round(n * TRAIN_FRACTION)
+    if n_test is not None and not 1 <= n_test < n:
+        raise ValueError(f"n_test={n_test} held-out characters of {n}: need 1 ≤ n_test < {n}")
+    n_train = round(n * TRAIN_FRACTION) if n_test is None else n - n_test
     if n_train < 1 or n_train >= n:
         raise ValueError(
             f"the 1200/423 character split of {n} characters leaves an empty split; need more characters"
@@ -206,6 +245,7 @@ def load_omniglot(
     image_size: int = 28,
     rotations: bool = False,
     seed: int = 0,
+    test_characters: int | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> ImageDataset:
     """Load an Omniglot split as tensors (see the module docstring for sources and splits).
@@ -217,6 +257,8 @@ def load_omniglot(
         image_size: side S of the square output images (28 default; 20 for MANN; any ≥ 1).
         rotations: add 90/180/270° rotations of every character as new classes.
         seed: seed of the ``"train"``/``"test"`` character split.
+        test_characters: how many characters ``"test"`` holds (default: the 1200/1623
+            proportion); ``"train"`` holds the rest. Ignored by the other splits.
         cache_dir: where decoded sources are cached (default ``<data dir>/cache``).
 
     Returns:
@@ -226,8 +268,7 @@ def load_omniglot(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    _check_image_size(image_size)
     sources = find_omniglot_sources(split, root)
     cache = resolve_cache_dir(cache_dir)
     decoded = [_load_source(src, image_size, cache) for src in sources]
@@ -245,9 +286,9 @@ def load_omniglot(
     class_names = sorted(set(char_of))
     class_index = {c: i for i, c in enumerate(class_names)}
     labels = torch.tensor([class_index[c] for c in char_of], dtype=torch.int64)
-    ds = ImageDataset(images.float().div_(255.0), labels, tuple(class_names))
+    ds = ImageDataset(_to_unit_float(images), labels, tuple(class_names))
 
     if split in ("train", "test"):
-        train, test = omniglot_character_split(class_names, seed)
+        train, test = omniglot_character_split(class_names, seed, test_characters)
         ds = ds.subset_classes(train if split == "train" else test)
     return _with_rotations(ds) if rotations else ds

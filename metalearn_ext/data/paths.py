@@ -1,7 +1,8 @@
 """Where data sets and caches live on disk.
 
-Search order for data files: an explicit ``root``, then ``$METALEARN_DATA``, then
-``~/.cache/metalearn``. Caches go to an explicit ``cache_dir`` or ``<data dir>/cache``.
+Search order for data files: an explicit ``root`` (the loaders refuse one that is not an existing
+directory, see :func:`check_root`), then ``$METALEARN_DATA``, then ``~/.cache/metalearn``.
+Caches go to an explicit ``cache_dir`` or ``<data dir>/cache``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ def search_dirs(root: str | os.PathLike | None) -> list[Path]:
         if d not in unique:
             unique.append(d)
     return unique
+
+
+def check_root(root: str | os.PathLike | None) -> None:
+    """``FileNotFoundError`` naming ``root`` unless it is None or an existing directory: a mistyped
+    root must not be skipped silently in favour of whatever the other search directories hold."""
+    if root is not None and not Path(root).expanduser().is_dir():
+        what = "is a file, not a directory" if Path(root).expanduser().exists() else "does not exist"
+        raise FileNotFoundError(f"data root {str(root)!r} {what}")
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:

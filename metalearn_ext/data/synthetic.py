@@ -9,6 +9,7 @@ context). Sizes vary per task, so tensors are padded to the largest size and com
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -87,6 +88,12 @@ class GPBatch:
     length_scale: float
     signal_std: float
     noise_var: float
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> GPBatch:
+        """The same batch with every tensor on ``device``."""
+        return dataclasses.replace(self, **{
+            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+            for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), Tensor)})
 
 
 def se_kernel(x1: Tensor, x2: Tensor, length_scale: float, signal_std: float) -> Tensor:

@@ -1,4 +1,5 @@
-"""Checkpoints written atomically (temporary file + ``os.replace``), loaded with clear errors."""
+"""Checkpoints: written atomically, read with ``weights_only=True`` (tensors, numbers, strings,
+lists and dicts only: loading a checkpoint never runs code), with errors that name the file."""
 from __future__ import annotations
 
 import os
@@ -9,9 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from metalearn_ext.files import atomic_write
+
 __all__ = ["FORMAT", "CheckpointError", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
 
-FORMAT = "metalearn_ext.train/vsml/1"
+FORMAT = "metalearn_ext/run/1"
 
 
 class CheckpointError(RuntimeError):
@@ -19,42 +22,38 @@ class CheckpointError(RuntimeError):
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """torch's, Python's and numpy's global RNG states, as weights-only-loadable values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` so that a crash leaves either the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``payload`` (plus the format tag) to ``path`` atomically."""
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f), binary=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; CheckpointError if unreadable or foreign."""
+    """Read a checkpoint written by :func:`save_checkpoint`; CheckpointError if missing, damaged or foreign."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many kinds for a damaged file
-        raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({type(e).__name__}: {e})") from e
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a damaged or foreign file
+        raise CheckpointError(f"checkpoint {path} is corrupted or not a metalearn_ext checkpoint "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a VSML meta-training checkpoint (format "
-                              f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r}, "
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"checkpoint {path} is not a metalearn_ext run checkpoint (format {got!r}, "
                               f"expected {FORMAT!r})")
     return payload

@@ -1,9 +1,10 @@
-"""Evolution strategies with antithetic pairs, the whole population run as one batch (spec §3).
+"""The ES meta-optimizer: evolution strategies with antithetic pairs (VSML spec §3), for any
+method with an ES fitness.
 
-Member 2i is θ + σε_i, member 2i+1 is θ − σε_i; both see the same episode (stream and initial
-state), so their fitness difference measures ε_i alone. The population is one batch of T copies
-with per-copy parameters (T, P): one ``vsml_step`` call per layer per tick. ε_i is regenerated from
-its seed wherever it is needed and never stored or sent; ranks exchange only fitness values.
+Member 2i is θ + σε_i, member 2i+1 is θ − σε_i; both see the same task item, so their fitness
+difference measures ε_i alone. A method evaluates its members as one batch where it can (VSML: T
+copies with per-copy parameters, one kernel call per layer per tick). ε_i is regenerated from its
+seed wherever it is needed and never stored or sent; processes exchange only fitness values.
 """
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from collections.abc import Callable
 
 import torch
 
-from metalearn_ext.nn import VSML
-from metalearn_ext.train.common import StepResult, episodes
+from metalearn_ext.tasks.seeds import NOISE, generator
 from metalearn_ext.train.distributed import all_reduce_sum, rank_and_world, shard
-from metalearn_ext.train.tasks import NOISE, TaskSource, generator
+from metalearn_ext.train.step import StepResult, draw_batch
 
 __all__ = ["apply_gradient", "es_gradient", "es_noise", "es_step"]
 
@@ -55,30 +55,26 @@ def es_gradient(theta: torch.Tensor, fitness: Callable[[torch.Tensor, range], to
     return eps_all.T @ (table[:, 0] - table[:, 1]) / (2 * sigma * pairs), table
 
 
-def es_step(model: VSML, optimizer: torch.optim.Optimizer, tasks: TaskSource, *, seed: int, step: int,
-            population: int, sigma: float, length: int) -> StepResult:
-    """One ES meta-step on VSML: fitness = mean online loss of each member over its episode (the
-    two members of a pair share the episode); Adam applies the :func:`es_gradient` estimate.
-    Skipped (parameters untouched) if any fitness is non-finite."""
+def es_step(method, model: torch.nn.Module, optimizer: torch.optim.Optimizer, task, cfg, step: int) -> StepResult:
+    """One ES meta-step: fitness of each member from ``method.es_fitness`` (the two members of a pair
+    share their task item); Adam applies the :func:`es_gradient` estimate. Skipped (parameters
+    untouched) if any fitness is non-finite."""
+    t = cfg.train
+    pairs = t.population // 2
 
     def fitness(members: torch.Tensor, pair_indices: range) -> torch.Tensor:
-        x, y, state = episodes(model, tasks, seed, step, pair_indices, length)
-        model.state = state.repeat_interleave(2)
-        try:
-            with torch.no_grad():
-                _, losses = model.learn(x.repeat_interleave(2, 0), y.repeat_interleave(2, 0), params=members)
-        finally:
-            model.reset_state()
-        return losses.mean(1)
+        batch = draw_batch(task, pair_indices, seed=t.seed, step=step, meta_batch=pairs)
+        with torch.no_grad():
+            return method.es_fitness(model, members, batch, cfg)
 
-    theta = model.parameter_vector().detach()
-    grad, table = es_gradient(theta, fitness, seed=seed, step=step, pairs=population // 2, sigma=sigma)
+    theta = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    grad, table = es_gradient(theta, fitness, seed=t.seed, step=step, pairs=pairs, sigma=t.sigma)
     meta_loss = float(table.mean())
-    ticks = model.synapse_ticks_per_example() * population * length
+    work = method.step_work(model, cfg)
     if not math.isfinite(meta_loss):
-        return StepResult(float("nan"), False, ticks)
+        return StepResult(float("nan"), False, work)
     apply_gradient(model, optimizer, grad)
-    return StepResult(meta_loss, True, ticks)
+    return StepResult(meta_loss, True, work)
 
 
 def apply_gradient(model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad: torch.Tensor) -> None:

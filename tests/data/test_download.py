@@ -152,6 +152,15 @@ def test_cli_download_then_load(server, tmp_path, monkeypatch, capsys):
     assert load_mnist("train", root=root).images.shape == (5, 1, 28, 28)
 
 
+def test_an_unwritable_root_is_one_line_and_exit_code_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    root = tmp_path / "file" / "data"  # below a plain file: no directory can be made there
+    assert main(["download", "mnist", "--root", str(root), "--mirror", "http://127.0.0.1:9/"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write the mnist files under ") and str(root) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 def test_subparser_wiring():
     import argparse
 

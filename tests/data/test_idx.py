@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import metalearn_ext.data.idx as idx_module
-from metalearn_ext.data import load_mnist, parse_idx, read_idx
+from metalearn_ext.data import load_mnist, load_omniglot, parse_idx, read_idx
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -91,6 +91,7 @@ def test_search_order_root_then_env_then_home(tmp_path, monkeypatch, isolated_da
 
 def test_missing_files_name_every_path_and_the_download_command(tmp_path, monkeypatch, isolated_data_dirs):
     monkeypatch.setenv("METALEARN_DATA", str(tmp_path / "env"))
+    (tmp_path / "root").mkdir()
     with pytest.raises(FileNotFoundError) as err:
         load_mnist("train", root=tmp_path / "root")
     msg = str(err.value)
@@ -108,6 +109,32 @@ def test_fashion_search_ends_at_debian_directory(tmp_path, monkeypatch):
     assert "metalearn data download fashion-mnist" in str(err.value)
     write_split(tmp_path / "debian", "test", n=2)
     assert len(load_mnist("test", name="fashion-mnist")) == 2
+
+
+def test_missing_fashion_mnist_says_in_its_first_line_where_it_looked_and_how_to_get_it(
+        tmp_path, monkeypatch, isolated_data_dirs):
+    monkeypatch.setattr(idx_module, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setenv("METALEARN_DATA", str(tmp_path / "env"))
+    with pytest.raises(FileNotFoundError) as err:
+        load_mnist("test", name="fashion-mnist")
+    first = str(err.value).splitlines()[0]  # what callers that quote one line show (e.g. `metalearn eval`)
+    for d in (tmp_path / "env" / "fashion-mnist", isolated_data_dirs / ".cache" / "metalearn" / "fashion-mnist",
+              tmp_path / "debian"):
+        assert str(d) in first
+    assert "dataset-fashion-mnist" in first and "metalearn data download fashion-mnist --root DIR" in first
+    assert f"{tmp_path / 'debian'}/t10k-labels-idx1-ubyte[.gz]" in str(err.value)  # the exact files follow
+
+
+def test_a_root_that_is_not_a_directory_is_an_error_naming_it(tmp_path, monkeypatch, isolated_data_dirs):
+    write_split(isolated_data_dirs / ".cache" / "metalearn" / "mnist", n=3)  # would be found otherwise
+    with pytest.raises(FileNotFoundError, match=f"data root '{tmp_path / 'typo'}' does not exist"):
+        load_mnist(root=tmp_path / "typo")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileNotFoundError, match="is a file, not a directory"):
+        load_mnist(root=tmp_path / "file")
+    with pytest.raises(FileNotFoundError, match="typo"):
+        load_omniglot("background", root=tmp_path / "typo")
+    assert len(load_mnist()) == 3
 
 
 def test_mismatched_counts_and_bad_labels(tmp_path):

@@ -16,7 +16,10 @@ SCRIPT = """
 import torch
 from metalearn_ext.ops.vsml_step import vsml_step, vsml_step_reference
 from metalearn_ext.ops.vsml_step.inputs import make_inputs
-for shape, per_copy in [((2, 5, 3, 16, 8), False), ((3, 7, 5, 8, 3), True), ((1, 4, 17, 32, 2), False)]:
+# every float32 fast path (N = 4, 8, 12, 16, 24, 32) with odd sizes
+cases = [((2, 5, 3, 16, 8), False), ((3, 7, 5, 8, 3), True), ((1, 4, 17, 32, 2), False),
+         ((2, 3, 7, 4, 3), True), ((1, 5, 3, 12, 2), False), ((2, 3, 5, 24, 3), True)]
+for shape, per_copy in cases:
     x = [t.requires_grad_(True) for t in make_inputs(*shape, per_copy=per_copy)]
     r = [t.detach().double().requires_grad_(True) for t in x]
     out, want = vsml_step(*x, ticks=2, backend="cpp"), vsml_step_reference(*r, ticks=2)

@@ -17,11 +17,12 @@ if not torch.cuda.is_available():
 
 import pytest
 
+from metalearn_ext.ops import triton_support
 from metalearn_ext.ops.vsml_step import triton as vt
 from metalearn_ext.ops.vsml_step.reference import vsml_step_reference
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-_OK, _WHY = vt.supports(DEVICE)
+_OK, _WHY = triton_support.supports(DEVICE)
 pytestmark = pytest.mark.skipif(
     not _OK, reason=f"Triton cannot run on {DEVICE}: {_WHY}"
 )
@@ -58,9 +59,9 @@ def test_rejects_bad_dtype_and_state_size():
 
 
 def test_availability_reports():
-    assert vt.available() == (True, "")
-    assert vt.supports(DEVICE) == (True, "")
-    ok, why = vt.supports(torch.device("meta"))
+    assert triton_support.available() == (True, "")
+    assert triton_support.supports(DEVICE) == (True, "")
+    ok, why = triton_support.supports(torch.device("meta"))
     assert not ok and "meta" in why
 
 

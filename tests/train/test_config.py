@@ -1,23 +1,33 @@
 """Configs: shipped YAML files load, overrides apply, bad keys and types name the key."""
 import pytest
+import torch
 
-from metalearn_ext.train.config import ConfigError, config_from_dict, load_config, shipped_config_path
-from metalearn_ext.train.tasks import make_task_sources
+from metalearn_ext.config import ConfigError
+from metalearn_ext.methods import get_method
+from metalearn_ext.tasks.streams import StreamTask
+from metalearn_ext.train.config import config_from_dict, load_config
+
+VSML = get_method("vsml")
+
+
+def _cfg(d):
+    return config_from_dict(VSML, d)
 
 
 @pytest.mark.parametrize("name", ["quick", "paper"])
 def test_shipped_configs_load(name):
-    assert shipped_config_path(name).is_file()
-    cfg = load_config(name)
-    assert cfg.model.state_size in (8, 16)
+    assert name in VSML.shipped_configs()
+    cfg = load_config(VSML, name)
+    assert cfg.model.state_size in (8, 16) and cfg.task.name == "streams"
 
 
 def test_overrides_apply_with_yaml_types():
-    cfg = load_config("quick", ["train.steps=7", "model.hidden=[32, 16]", "train.lr=1e-2", "train.method=es",
-                                "data.image_size=null"])
+    cfg = load_config(VSML, "quick", ["train.steps=7", "model.hidden=[32, 16]", "train.lr=1e-2",
+                                      "train.optimizer=es", "task.image_size=null"])
     assert cfg.train.steps == 7 and cfg.model.hidden == [32, 16] and cfg.train.lr == 0.01
-    assert cfg.train.method == "es" and cfg.data.image_size is None and cfg.lr() == 0.01
-    assert load_config("quick", ["train.lr=null", "train.method=es"]).lr() == 0.025
+    assert cfg.train.optimizer == "es" and cfg.task.image_size is None
+    assert load_config(VSML, "quick", ["train.lr=null", "train.optimizer=es"]).train.lr == 0.025
+    assert load_config(VSML, "quick", ["train.lr=null"]).train.lr == 1e-3
 
 
 @pytest.mark.parametrize("d, key", [
@@ -25,43 +35,61 @@ def test_overrides_apply_with_yaml_types():
     ({"train": {"stepz": 3}}, "'train.stepz'"),
     ({"train": {"steps": "many"}}, "'train.steps'"),
     ({"train": {"steps": 2.5}}, "'train.steps'"),
+    ({"train": {"optimizer": "sgd"}}, "'train.optimizer'"),
     ({"model": {"prev_input": 1}}, "'model.prev_input'"),
     ({"model": {"hidden": 32}}, "'model.hidden'"),
     ({"model": {"hidden": [32, "x"]}}, "'model.hidden[1]'"),
     ({"model": {"feedback": "sideways"}}, "'model.feedback'"),
+    ({"model": {"backend": "gpu"}}, "'model.backend'"),
+    ({"model": {"msg_size": 1}}, "'model.msg_size'"),
     ({"train": {"population": 7}}, "'train.population'"),
     ({"train": {"sigma": -1.0}}, "'train.sigma'"),
-    ({"data": {"dataset": "imagenet"}}, "'data.dataset'"),
+    ({"task": {"dataset": "imagenet"}}, "'task.dataset'"),
+    ({"task": {"name": "episodes"}}, "'task.name'"),
+    ({"task": {"root": "/somewhere"}}, "'task.root'"),
+    ({"method": "maml"}, "'method'"),
 ])
 def test_bad_keys_and_values_name_the_key(d, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
-        config_from_dict(d)
+        _cfg(d)
 
 
 def test_bad_override_and_file(tmp_path):
     with pytest.raises(ConfigError, match="'train.nope'"):
-        load_config("quick", ["train.nope=1"])
+        load_config(VSML, "quick", ["train.nope=1"])
     with pytest.raises(ConfigError, match="key=value"):
-        load_config("quick", ["train.steps"])
+        load_config(VSML, "quick", ["train.steps"])
     with pytest.raises(ConfigError, match="not found"):
-        load_config(str(tmp_path / "missing.yaml"))
+        load_config(VSML, str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="shipped: paper, quick"):
+        load_config(VSML, "quik")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  lr: [1, 2\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(str(bad))
+    with pytest.raises(ConfigError, match="not readable YAML"):
+        load_config(VSML, str(bad))
+    with pytest.raises(ConfigError, match="--task 'sinusoid'"):
+        load_config(VSML, "quick", task="sinusoid")
 
 
 def test_sizes_that_do_not_match_the_dataset_name_the_key():
-    with pytest.raises(ConfigError, match="'data.num_classes'"):
-        make_task_sources(config_from_dict({"data": {"num_classes": 11}}).data)
-    with pytest.raises(ConfigError, match="'data.num_classes'"):
-        make_task_sources(config_from_dict({"data": {"split": "classes", "test_classes": 3, "num_classes": 5}}).data)
+    with pytest.raises(ConfigError, match="'task.num_classes'"):
+        StreamTask(_cfg({"task": {"num_classes": 11}}).task)
+    with pytest.raises(ConfigError, match="'task.num_classes'"):
+        StreamTask(_cfg({"task": {"split": "classes", "test_classes": 3, "num_classes": 5}}).task)
 
 
 def test_held_out_classes_split():
-    train, test = make_task_sources(config_from_dict({"data": {"split": "classes", "test_classes": 3,
-                                                               "num_classes": 3, "image_size": 4}}).data)
-    assert train.input_dim == test.input_dim == 16
-    assert train.sampler.index.num_classes == 7 and test.sampler.index.num_classes == 3
-    x, y = test.streams([1, 2], 5)
+    task = StreamTask(_cfg({"task": {"split": "classes", "test_classes": 3, "num_classes": 3, "image_size": 4}}).task)
+    assert task.train.input_dim == task.test.input_dim == 16
+    assert task.train.sampler.index.num_classes == 7 and task.test.sampler.index.num_classes == 3
+    x, y = task.test.streams([1, 2], 5)
     assert x.shape == (2, 5, 16) and y.shape == (2, 5) and int(y.max()) < 3
+
+
+def test_streams_split_by_index_like_one_draw():
+    task = StreamTask(_cfg({"task": {"num_classes": 3, "image_size": 4}}).task)
+    x, y = task.sample(range(4), seed=1, step=2, length=6)
+    x1, y1 = task.sample(range(2), seed=1, step=2, length=6)
+    x2, y2 = task.sample(range(2, 4), seed=1, step=2, length=6)
+    assert (x == torch.cat([x1, x2])).all() and (y == torch.cat([y1, y2])).all()
+    assert not (task.sample(range(4), seed=1, step=3, length=6)[0] == x).all()

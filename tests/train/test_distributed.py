@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from metalearn_ext.train.runner import MetaTrainer
+from metalearn_ext.train.loop import Trainer
 from tests.train.helpers import tiny_config
 
 K = 2
@@ -14,7 +14,7 @@ K = 2
 
 def _cfg(method):
     # 5 ES pairs / 5 BPTT episodes: the two ranks get 3 and 2, so the uneven split is covered too
-    train = {"method": "es", "population": 10} if method == "es" else {"method": "bptt", "meta_batch": 5}
+    train = {"optimizer": "es", "population": 10} if method == "es" else {"optimizer": "gradient", "meta_batch": 5}
     return tiny_config(train=train)
 
 
@@ -22,7 +22,7 @@ def _worker(rank, world, port, out_path, method):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        trainer = MetaTrainer(_cfg(method))
+        trainer = Trainer(_cfg(method))
         losses = [trainer.step().meta_loss for _ in range(K)]
         if rank == 0:
             torch.save({"theta": trainer.model.parameter_vector().detach(), "losses": losses}, out_path)
@@ -56,8 +56,8 @@ def test_bptt_one_vs_two_processes_agree(tmp_path):
     # Summation order differs (per-rank partial gradients, then an all-reduce), and Adam's first steps move a
     # parameter by about lr·sign(grad) whatever the gradient's size, so a parameter whose gradient is at
     # rounding level may move differently by up to lr per step; every other one must agree closely.
-    lr = MetaTrainer(_cfg("bptt")).cfg.lr()
+    lr = _cfg("bptt").train.lr
     diff = (two["theta"] - one["theta"]).abs()
     close = diff <= 1e-5 + 1e-4 * one["theta"].abs()
     assert close.float().mean() >= 0.99 and diff.max() <= 2 * lr * K, (diff.max(), close.float().mean())
-    assert not torch.equal(one["theta"], MetaTrainer(_cfg("bptt")).model.parameter_vector().detach())  # it moved
+    assert not torch.equal(one["theta"], Trainer(_cfg("bptt")).model.parameter_vector().detach())  # it moved

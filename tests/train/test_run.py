@@ -1,18 +1,21 @@
-"""The run: checkpoints (atomic, exact resume, clear errors), metrics, non-finite steps, Ctrl-C, CLI."""
-import argparse
+"""The run loop: checkpoints (atomic, exact resume, clear errors), metrics, non-finite steps,
+Ctrl-C and SIGTERM, resume with the run's own config, the CLI's errors."""
 import json
 import os
 import signal
 
 import pytest
 import torch
+import yaml
 
-from metalearn_ext.train import runner
+from metalearn_ext.config import ConfigError
+from metalearn_ext.train import loop
 from metalearn_ext.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from metalearn_ext.train.cli import add_train_subparsers
-from metalearn_ext.train.common import StepResult
-from metalearn_ext.train.runner import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, run_training
-from tests.train.helpers import tiny_config
+from metalearn_ext.train.loop import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, Trainer, resume_config, run_training
+from metalearn_ext.train.step import StepResult
+from tests.train.helpers import TINY_SETS, cli, tiny_config
+
+quiet = lambda m: None  # noqa: E731
 
 
 def _params(ckpt):
@@ -23,47 +26,101 @@ def _opt_tensors(ckpt):
     return [t for s in ckpt["optimizer"]["state"].values() for t in s.values() if isinstance(t, torch.Tensor)]
 
 
-@pytest.mark.parametrize("method", ["bptt", "es"])
-def test_resume_continues_exactly(tmp_path, method):
-    cfg = tiny_config(train={"method": method, "steps": 4, "checkpoint_every": 2, "truncation": 4})
-    assert run_training(cfg, tmp_path / "full", log=lambda m: None) == EXIT_OK
-    half = tiny_config(train={"method": method, "steps": 2, "checkpoint_every": 2, "truncation": 4})
-    assert run_training(half, tmp_path / "split", log=lambda m: None) == EXIT_OK
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("optimizer", ["gradient", "es"])
+def test_resume_continues_exactly(tmp_path, optimizer):
+    cfg = tiny_config(train={"optimizer": optimizer, "steps": 4, "checkpoint_every": 2, "truncation": 4})
+    assert run_training(cfg, tmp_path / "full", log=quiet) == EXIT_OK
+    half = tiny_config(train={"optimizer": optimizer, "steps": 2, "checkpoint_every": 2, "truncation": 4})
+    assert run_training(half, tmp_path / "split", log=quiet) == EXIT_OK
     assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["step"] == 2
-    assert run_training(cfg, tmp_path / "split", resume=True, log=lambda m: None) == EXIT_OK
+    resumed = resume_config(tmp_path / "split", "vsml", ["train.steps=4"])
+    assert resumed == cfg
+    assert run_training(resumed, tmp_path / "split", resume=True, log=quiet) == EXIT_OK
     a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(tmp_path / "split" / "checkpoint.pt")
     assert a["step"] == b["step"] == 4
     assert torch.equal(_params(a), _params(b))
     assert all(torch.equal(x, y) for x, y in zip(_opt_tensors(a), _opt_tensors(b)))
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
-    rows = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    rows, full_rows = _rows(tmp_path / "split" / "metrics.jsonl"), _rows(tmp_path / "full" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    full_rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["meta_loss"] for r in rows] == [r["meta_loss"] for r in full_rows]
     assert {"step", "meta_loss", "synapse_ticks_per_s", "wall_time"} <= rows[0].keys()
     assert rows[0]["synapse_ticks_per_s"] > 0
     assert json.loads((tmp_path / "full" / "eval.json").read_text())["chance"] == pytest.approx(1 / 3)
+    assert yaml.safe_load((tmp_path / "split" / "config.yaml").read_text())["train"]["steps"] == 4
+
+
+def test_resume_uses_the_runs_own_config(tmp_path):
+    """`train vsml --set train.optimizer=es --set train.steps=3`, then `--resume` with no options:
+    it continues ES to step 3 (it used to re-read the default config and train BPTT to 500)."""
+    out = str(tmp_path / "r")
+    sets = [a for s in TINY_SETS for a in ("--set", s)]
+    assert cli(["train", "vsml", *sets, "--set", "train.optimizer=es", "--set", "train.population=4",
+                "--set", "train.steps=2", "--out", out]) == 0
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    assert cli(["train", "vsml", "--out", out, "--resume"]) == 0  # nothing left to do
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["step"] == 2
+    assert (tmp_path / "r" / "config.yaml").read_text() == saved
+    assert cli(["train", "vsml", "--out", out, "--resume", "--set", "train.steps=3"]) == 0
+    ckpt = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    assert ckpt["step"] == 3 and ckpt["config"]["train"]["optimizer"] == "es"
+    assert [r["step"] for r in _rows(tmp_path / "r" / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_resume_refuses_changed_keys_other_methods_and_options(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert run_training(tiny_config(train={"steps": 2}), out, log=quiet) == EXIT_OK
+    good = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match="model.state_size"):
+        resume_config(out, "vsml", ["model.state_size=8", "train.steps=3"])
+    with pytest.raises(CheckpointError, match="is a vsml run"):
+        resume_config(out, "maml")
+    assert cli(["train", "vsml", "--out", str(out), "--resume", "--config", "quick"]) == 2
+    assert "drop --config" in capsys.readouterr().err
+    assert cli(["train", "vsml", "--out", str(out), "--resume", "--set", "task.num_classes=4"]) == 2
+    assert "task.num_classes" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == good
+
+
+def test_a_fresh_run_does_not_append_to_leftover_metrics(tmp_path):
+    """A run killed before its first checkpoint leaves metrics.jsonl behind; a fresh run in the same
+    folder starts its own (it used to append: steps 1…18 then 1…5)."""
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "meta_loss": 1.0}) + "\n"
+                                                    for s in range(1, 19)))
+    assert run_training(tiny_config(train={"steps": 3}), tmp_path, log=quiet) == EXIT_OK
+    assert [r["step"] for r in _rows(tmp_path / "metrics.jsonl")] == [1, 2, 3]
 
 
 def test_checkpoint_errors_leave_the_file_untouched(tmp_path):
     cfg = tiny_config(train={"steps": 2})
     out = tmp_path / "run"
-    assert run_training(cfg, out, log=lambda m: None) == EXIT_OK
+    assert run_training(cfg, out, log=quiet) == EXIT_OK
     ckpt = out / "checkpoint.pt"
     with pytest.raises(CheckpointError, match="--resume"):
-        run_training(cfg, out, log=lambda m: None)
+        run_training(cfg, out, log=quiet)
     other = tiny_config(model={"state_size": 8}, train={"steps": 3})
     good = ckpt.read_bytes()
     with pytest.raises(CheckpointError, match="model.state_size"):
-        run_training(other, out, resume=True, log=lambda m: None)
+        run_training(other, out, resume=True, log=quiet)
     assert ckpt.read_bytes() == good
     ckpt.write_bytes(good[: len(good) // 2])
     with pytest.raises(CheckpointError, match="corrupted"):
-        run_training(cfg, out, resume=True, log=lambda m: None)
+        run_training(cfg, out, resume=True, log=quiet)
     assert ckpt.read_bytes() == good[: len(good) // 2]
     torch.save({"something": "else"}, ckpt)
-    with pytest.raises(CheckpointError, match="not a VSML meta-training checkpoint"):
+    with pytest.raises(CheckpointError, match="not a metalearn_ext run checkpoint"):
         load_checkpoint(ckpt)
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    """No pickled code in a checkpoint: torch.load(weights_only=True) reads it, RNG states included."""
+    assert run_training(tiny_config(train={"steps": 2}), tmp_path, log=quiet) == EXIT_OK
+    payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert payload["method"] == "vsml" and payload["shapes"] == {"input_dim": 16, "num_classes": 3}
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
@@ -83,77 +140,103 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
 
 
 def test_non_finite_steps_are_skipped_then_the_run_stops(tmp_path, monkeypatch):
-    real = runner.bptt_step
+    real = loop.gradient_step
     calls = {"n": 0}
 
-    def flaky(model, *args, **kwargs):
+    def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] <= 2:
-            return real(model, *args, **kwargs)
-        return StepResult(float("nan"), False, 0)
+            return real(*args, **kwargs)
+        return StepResult(float("nan"), False)
 
-    monkeypatch.setattr(runner, "bptt_step", flaky)
+    monkeypatch.setattr(loop, "gradient_step", flaky)
     logs = []
     cfg = tiny_config(train={"steps": 20, "checkpoint_every": 2, "max_bad_steps": 3})
     assert run_training(cfg, tmp_path, log=logs.append) == EXIT_DIVERGED
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2  # the last good one, intact
     assert sum("update skipped" in m for m in logs) == 3 and "stopping" in logs[-1]
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(tmp_path / "metrics.jsonl")
     assert [r["applied"] for r in rows] == [True, True, False, False, False]
     assert rows[-1]["meta_loss"] is None
 
 
-def test_bptt_skips_a_non_finite_update(monkeypatch):
-    from metalearn_ext.train.bptt import bptt_step
-
-    trainer = runner.MetaTrainer(tiny_config())
+def test_gradient_step_skips_a_non_finite_update(monkeypatch):
+    trainer = Trainer(tiny_config())
     real_learn = trainer.model.learn
     monkeypatch.setattr(trainer.model, "learn", lambda x, y: tuple(t * float("nan") for t in real_learn(x, y)))
     before = trainer.model.parameter_vector().detach().clone()
-    r = bptt_step(trainer.model, trainer.optimizer, trainer.tasks, seed=0, step=0, meta_batch=4, length=8,
-                  truncation=None, clip=25.0)
+    r = trainer.step()
     assert not r.applied
     assert torch.equal(trainer.model.parameter_vector().detach(), before)
 
 
-def test_ctrl_c_saves_and_exits_cleanly(tmp_path, monkeypatch):
-    real = runner.bptt_step
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_and_exits_cleanly(tmp_path, monkeypatch, signum):
+    real = loop.gradient_step
     calls = {"n": 0}
 
     def interrupted_at_3(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # mid-step: the step finishes, then the run saves
+            os.kill(os.getpid(), signum)  # mid-step: the step finishes, then the run saves
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "bptt_step", interrupted_at_3)
+    monkeypatch.setattr(loop, "gradient_step", interrupted_at_3)
     logs = []
     cfg = tiny_config(train={"steps": 50, "checkpoint_every": 100})
     assert run_training(cfg, tmp_path, log=logs.append) == EXIT_INTERRUPTED
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert any("--resume" in m for m in logs), logs
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    monkeypatch.setattr(runner, "bptt_step", real)
-    assert run_training(tiny_config(train={"steps": 4}), tmp_path, resume=True, log=logs.append) == EXIT_OK
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    monkeypatch.setattr(loop, "gradient_step", real)
+    assert run_training(resume_config(tmp_path, "vsml", ["train.steps=4"]), tmp_path, resume=True,
+                        log=logs.append) == EXIT_OK
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
 
 
-def _cli(argv):
-    parser = argparse.ArgumentParser(prog="metalearn")
-    add_train_subparsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+def test_a_second_signal_stops_at_once_without_a_traceback(tmp_path, monkeypatch):
+    real = loop.gradient_step
+    calls = {"n": 0}
+
+    def twice_at_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the second raises KeyboardInterrupt right here
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "gradient_step", twice_at_3)
+    logs = []
+    cfg = tiny_config(train={"steps": 50, "checkpoint_every": 2})
+    assert run_training(cfg, tmp_path, log=logs.append) == EXIT_INTERRUPTED
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2  # the last one saved, untouched
+    assert "stopped at once" in logs[-1]
 
 
-def test_cli_trains_and_reports_bad_keys(tmp_path, capsys):
-    sets = ["--set", "model.state_size=4", "--set", "model.msg_size=4", "--set", "data.num_classes=3",
-            "--set", "data.image_size=4", "--set", "data.episode_length=6", "--set", "train.steps=2",
-            "--set", "train.population=4", "--set", "train.eval_streams=2", "--set", "train.progress=false"]
-    assert _cli(["train", "vsml", "--es", *sets, "--out", str(tmp_path / "r")]) == 0
-    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["config"]["train"]["method"] == "es"
-    assert "method: es" in (tmp_path / "r" / "config.yaml").read_text()
-    assert _cli(["train", "vsml", "--set", "train.stepz=3", "--out", str(tmp_path / "x")]) == 2
-    assert "'train.stepz'" in capsys.readouterr().err
-    assert _cli(["train", "vsml", "--set", "data.num_classes=12", "--out", str(tmp_path / "y")]) == 2
-    assert "'data.num_classes'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        _cli(["train", "vsml", "--es", "--bptt"])
+def test_cli_trains_and_reports_bad_input(tmp_path, capsys):
+    sets = [a for s in TINY_SETS for a in ("--set", s)]
+    assert cli(["train", "vsml", *sets, "--set", "train.optimizer=es", "--set", "train.population=4",
+                "--out", str(tmp_path / "r")]) == 0
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["config"]["train"]["optimizer"] == "es"
+    assert "optimizer: es" in (tmp_path / "r" / "config.yaml").read_text()
+    capsys.readouterr()
+    bad = [
+        (["train", "vsml", "--set", "train.stepz=3"], "'train.stepz'"),
+        (["train", "vsml", "--set", "task.num_classes=12"], "'task.num_classes'"),
+        (["train", "vsml", "--set", "task.dataset=mnist", "--set", "task.root=/nonexistent"], "/nonexistent"),
+        (["train", "nosuchmethod"], "unknown method 'nosuchmethod' (known: "),
+        (["train", "vsml", "--task", "nosuchtask"], "--task 'nosuchtask': vsml trains on streams"),
+        (["train", "vsml", "--set", "eval.rnn_hiden=3"], "'eval.rnn_hiden'"),
+    ]
+    for argv, message in bad:
+        assert cli([*argv, "--out", str(tmp_path / "x")]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "x" / "checkpoint.pt").exists()
+
+
+def test_list_shows_methods_tasks_and_configs(capsys):
+    assert cli(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "vsml:" in out and "streams (streams)" in out and "paper, quick" in out

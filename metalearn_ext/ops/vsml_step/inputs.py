@@ -23,10 +23,3 @@ def make_inputs(T, A, B, N, M, per_copy=False, dtype=torch.float32, device="cpu"
         r(*bshape, scale=0.5),
     ]
 
-
-def outputs_and_grads(fn, inputs: list[Tensor], upstream: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-    """fn's four outputs and the gradients of Σ outputs·upstream w.r.t. every input (the inputs untouched)."""
-    leaves = [x.detach().requires_grad_(True) for x in inputs]
-    out = fn(*leaves)
-    grads = torch.autograd.grad(sum((o * u).sum() for o, u in zip(out, upstream)), leaves)
-    return [o.detach() for o in out], list(grads)

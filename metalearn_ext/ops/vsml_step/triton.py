@@ -29,69 +29,23 @@ Design:
   (→ g_col) with atomics; g_wh = Σ dz ⊗ h_prev is accumulated in registers across the tiles
   of a persistent program and added once per program, so the shared (4N, N) block sees few
   atomics. A torch epilogue turns g_row / g_col / g_wh into the input, weight and bias grads.
-* The backward op is not itself differentiable (no double backward).
+* The backward op is not itself differentiable: a double backward runs through the reference
+  (metalearn_ext/ops/autograd.py).
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
-from metalearn_ext.ops.vsml_step import autograd
-from metalearn_ext.ops.vsml_step.reference import message_gradients, project_messages
+from metalearn_ext.ops import autograd
+from metalearn_ext.ops.triton_support import INTERPRETED, tl, triton
+from metalearn_ext.ops.vsml_step.reference import message_gradients, project_messages, vsml_step_reference
+from metalearn_ext.ops.vsml_step.shapes import fake_vsml_step
 
-__all__ = ["available", "supports", "vsml_step_triton"]
+__all__ = ["vsml_step_triton"]
 
 _MAX_N = 64
-
-
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-# Guarded import: this file must import without triton. The kernels below are built at import
-# time, so whether they run under the interpreter is fixed by TRITON_INTERPRET at that moment.
-try:
-    import triton
-    import triton.language as tl
-
-    _TRITON_ERROR = ""
-except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install raising anything else
-    triton = None
-    tl = None
-    _TRITON_ERROR = f"triton cannot be imported ({type(exc).__name__}: {exc}); install it with `pip install triton`"
-_INTERPRETED = triton is not None and _interpret()
-
-
-def supports(device: torch.device | str) -> tuple[bool, str]:
-    """Whether the Triton kernels can run on tensors of ``device``; the reason when not."""
-    if triton is None:
-        return False, _TRITON_ERROR
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return (
-                False,
-                "CUDA tensors need a CUDA GPU, and torch.cuda.is_available() is False",
-            )
-        return True, ""
-    if device.type == "cpu":
-        if not _INTERPRETED:
-            return False, (
-                "Triton runs on CPU tensors only under its interpreter: set TRITON_INTERPRET=1 "
-                "before triton and metalearn_ext are imported"
-            )
-        return True, ""
-    return False, f"Triton kernels do not run on {device.type} tensors"
-
-
-def available() -> tuple[bool, str]:
-    """Whether the Triton backend can run here: on a CUDA GPU, or on CPU under TRITON_INTERPRET=1."""
-    if triton is not None and torch.cuda.is_available():
-        return True, ""
-    return supports(torch.device("cpu"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,7 +65,7 @@ def _pick_block_b(b: int, block_s: int) -> int:
 
 
 def _configs() -> list:
-    if _INTERPRETED:  # the interpreter is slow: a single small tile, no tuning
+    if INTERPRETED:  # the interpreter is slow: a single small tile, no tuning
         return [triton.Config({"BLOCK_S": 16}, num_warps=1)]
     return [
         triton.Config({"BLOCK_S": 32}, num_warps=2),
@@ -512,8 +466,8 @@ def _vsml_step_triton_backward_op(
     return (grad_h0, grad_c0, *message_gradients(g_row, g_col, g_wh, fwd_in, bwd_in, weight, bias))
 
 
-autograd.register("metalearn_ext::vsml_step_triton", "metalearn_ext::vsml_step_triton_backward",
-                  _vsml_step_triton_backward_op)
+autograd.register("metalearn_ext::vsml_step_triton", "metalearn_ext::vsml_step_triton_backward", fake_vsml_step,
+                  vsml_step_reference)
 
 
 def vsml_step_triton(

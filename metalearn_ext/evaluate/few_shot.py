@@ -1,0 +1,101 @@
+"""Few-shot accuracy ± 95% on held-out episodes, for every model that answers the few-shot
+interface ``predict(support_x, support_y, query_x) -> logits``.
+
+Episodes are indices 0 … episodes−1 of step 0 under a seed derived from ``(seed, EVAL)``, so they
+never coincide with a training draw (whose seed is the run seed itself), and the same episodes
+come out whatever ``batch_size`` is: models evaluated with the same seed see the same episodes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from metalearn_ext.evaluate.stats import interval
+from metalearn_ext.tasks.seeds import EVAL, derive_seed
+
+__all__ = ["FewShotPredict", "few_shot_accuracy", "few_shot_table"]
+
+# support_x (E, N·K, C, H, W), support_y (E, N·K) int64, query_x (E, N·Q, C, H, W) -> logits (E, N·Q, N)
+FewShotPredict = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def few_shot_accuracy(
+    predict: FewShotPredict,
+    task: Any,
+    *,
+    n_way: int,
+    k_shot: int,
+    n_query: int = 15,
+    episodes: int = 1000,
+    seed: int = 0,
+    batch_size: int = 50,
+    split: str = "test",
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Query accuracy of ``predict`` on ``episodes`` N-way K-shot episodes of ``task`` (an
+    episodes task: ``task.sample(indices, seed=, step=, split=, n_way=, k_shot=, n_query=)``).
+
+    ``predict`` runs under ``torch.no_grad()`` (not inference mode: a model that adapts by
+    gradients, like MAML, enables them inside its own predict), ``batch_size`` episodes a call,
+    on ``device`` (default: where the task puts them, the CPU).
+
+    Returns:
+        ``{"mean", "half", "lo", "hi", "episodes", "n_way", "k_shot", "n_query"}``: the mean over
+        episodes of each episode's query accuracy, a fraction in [0, 1], with its 95% interval.
+
+    Raises:
+        ValueError: bad counts, or logits not shaped (E, N·Q, N).
+    """
+    for name, v in (("n_way", n_way), ("k_shot", k_shot), ("n_query", n_query), ("episodes", episodes),
+                    ("batch_size", batch_size)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"few_shot_accuracy: {name} must be a positive int, got {v!r}")
+    eval_seed = derive_seed(seed, EVAL)
+    per_episode = []
+    bar = tqdm(total=episodes, desc=f"{n_way}-way {k_shot}-shot", unit="episode", disable=not progress)
+    with torch.no_grad(), bar:
+        for start in range(0, episodes, batch_size):
+            batch = task.sample(range(start, min(start + batch_size, episodes)), seed=eval_seed, step=0, split=split,
+                                n_way=n_way, k_shot=k_shot, n_query=n_query)
+            if device is not None:
+                batch = batch.to(device)
+            logits = predict(batch.support_images, batch.support_labels, batch.query_images)
+            e, nq = batch.query_labels.shape
+            if not isinstance(logits, Tensor) or tuple(logits.shape) != (e, nq, n_way):
+                got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+                raise ValueError(f"predict must return logits (E, N·Q, N) = ({e}, {nq}, {n_way}), got {got}")
+            per_episode.append((logits.argmax(-1) == batch.query_labels).double().mean(1).cpu())
+            bar.update(e)
+    stats = interval(torch.cat(per_episode))
+    return {"mean": stats["mean"], "half": stats["half"], "lo": stats["lo"], "hi": stats["hi"],
+            "episodes": episodes, "n_way": n_way, "k_shot": k_shot, "n_query": n_query}
+
+
+def few_shot_table(results: Sequence[dict] | Mapping[str, Sequence[dict] | dict]) -> str:
+    """A Markdown table of :func:`few_shot_accuracy` results, accuracy in percent ± the 95% half-width.
+
+    ``results``: a list of results (one row each), or model name -> a result or list of results
+    (then a first column names the model).
+    """
+    rows: list[tuple[str | None, dict]] = []
+    if isinstance(results, Mapping):
+        for model, rs in results.items():
+            rows += [(str(model), r) for r in ([rs] if isinstance(rs, Mapping) else rs)]
+    else:
+        rows = [(None, r) for r in results]
+    named = any(m is not None for m, _ in rows)
+    head = (["model"] if named else []) + ["setting", "accuracy (%)", "episodes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for model, r in rows:
+        cells = ([model] if named else []) + [
+            f"{r['n_way']}-way {r['k_shot']}-shot",
+            f"{100 * r['mean']:.2f} ± {100 * r['half']:.2f}",
+            str(r["episodes"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""N-way K-shot episodes (ProtoNet, MAML, MetaNet): task "episodes".
+
+Classes are split once, by ``split_seed``, into meta-training classes and held-out classes that
+meta-training never sees: Omniglot by character (:func:`metalearn_ext.data.omniglot_character_split`,
+so the rotations of a held-out character are held out too), the 8×8 digits by digit. With
+``rotations`` every training character also appears rotated by 90°, 180° and 270° as three new
+classes (MAML, Vinyals et al.); held-out characters are rotated only with ``test_rotations``
+(ProtoNet's protocol, Snell et al., tests on rotations too).
+
+Also the helpers the other task modules share: :func:`draw_items` (one generator per item of a
+meta-batch) and :func:`load_omniglot_split`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import torch
+from torch import Tensor
+
+from metalearn_ext.config import ConfigError, check_positive
+from metalearn_ext.data import EpisodeBatch, EpisodeSampler, ImageDataset, load_digits, load_omniglot, split_classes
+from metalearn_ext.tasks.base import SPLITS, TaskConfig, TaskFamily, register_task
+from metalearn_ext.tasks.seeds import STREAM, TEST, generator
+
+__all__ = ["EpisodeTask", "EpisodesTaskConfig", "draw_items", "load_omniglot_split", "split_purpose"]
+
+B = TypeVar("B")
+_DIGIT_CLASSES = 10
+
+
+def split_purpose(split: str) -> int:
+    """The seed purpose of a split's draws: training items and test items never share a seed, even
+    where both splits draw from the same distribution (regression tasks)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return STREAM if split == "train" else TEST
+
+
+def draw_items(indices: Sequence[int], *, seed: int, step: int, split: str, draw: Callable[[torch.Generator], B]
+               ) -> B:
+    """``draw(g)`` -> a batch dataclass of ONE item, called once per index with the generator
+    ``generator(seed, step, index, split_purpose(split))``; the items' tensors concatenated along
+    dim 0 (other fields are taken from the first item). So items ``[0, 1, 2, 3]`` equal items
+    ``[0, 1]`` followed by ``[2, 3]``: processes that split a meta-batch draw what one would."""
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ValueError("indices is empty: a meta-batch needs at least one item")
+    purpose = split_purpose(split)
+    parts = [draw(generator(seed, step, i, purpose)) for i in indices]
+    first = parts[0]
+    tensors = {f.name: torch.cat([getattr(p, f.name) for p in parts])
+               for f in dataclasses.fields(first) if isinstance(getattr(first, f.name), Tensor)}
+    return dataclasses.replace(first, **tensors)
+
+
+def load_omniglot_split(cfg: Any, split: str) -> ImageDataset:
+    """Omniglot's meta-training (``split="train"``) or held-out characters for a config with
+    ``root``, ``image_size``, ``rotations``, ``test_rotations``, ``split_seed``, ``test_classes``."""
+    rotate = cfg.rotations if split == "train" else cfg.test_rotations
+    return load_omniglot(split, root=cfg.root, image_size=cfg.image_size, rotations=rotate, seed=cfg.split_seed,
+                         test_characters=cfg.test_classes)
+
+
+@dataclass
+class EpisodesTaskConfig(TaskConfig):
+    """N-way K-shot episodes (the ``task:`` section, name ``episodes``). ``n_way``, ``k_shot``,
+    ``n_query`` shape the training episodes; evaluation asks for its own shapes."""
+
+    name: str = "episodes"
+    dataset: Literal["omniglot", "digits"] = "omniglot"
+    root: str | None = None  # directory searched first for the Omniglot archives or trees
+    image_size: int = 28  # images are resized to image_size × image_size (digits too)
+    n_way: int = 5
+    k_shot: int = 1
+    n_query: int = 15  # queries per class
+    rotations: bool = True  # training characters rotated by 90/180/270° as new classes (Omniglot)
+    test_rotations: bool = False  # the same for the held-out characters
+    split_seed: int = 0
+    test_classes: int | None = None  # held-out characters / digits (None: Omniglot 1200/1623 proportion, 5 digits)
+
+    def check(self, section: str) -> None:
+        check_positive(self, section, "image_size", "n_way", "k_shot", "n_query", "test_classes")
+        if self.dataset == "digits":
+            for key in ("rotations", "test_rotations"):
+                if getattr(self, key):
+                    raise ConfigError(f"config key '{section}.{key}': rotated digits are other digits (6, 9); "
+                                      f"set it false for dataset digits")
+            if self.root is not None:
+                raise ConfigError(f"config key '{section}.root': the 8x8 digits ship with scikit-learn and are "
+                                  f"not read from a directory (got {self.root!r})")
+            if self.test_classes is not None and self.test_classes >= _DIGIT_CLASSES:
+                raise ConfigError(f"config key '{section}.test_classes': the digits have {_DIGIT_CLASSES} classes; "
+                                  f"at least one must stay for training, got {self.test_classes}")
+
+
+class EpisodeTask(TaskFamily):
+    """N-way K-shot episodes of the meta-training or held-out classes; data are loaded on first use
+    (``shapes()`` needs none), then kept."""
+
+    family = "episodes"
+
+    def __init__(self, cfg: EpisodesTaskConfig) -> None:
+        self.cfg = cfg
+        self._data: dict[str, ImageDataset] = {}
+        self._samplers: dict[tuple[str, int, int, int], EpisodeSampler] = {}
+
+    def dataset(self, split: str = "train") -> ImageDataset:
+        """The classes of ``split``: images (num, 1, S, S) float32 in [0, 1], strokes 1."""
+        split_purpose(split)  # validates split
+        if split not in self._data:
+            cfg = self.cfg
+            if cfg.dataset == "omniglot":
+                self._data[split] = load_omniglot_split(cfg, split)
+            else:
+                digits = load_digits().resized(cfg.image_size)
+                n_test = cfg.test_classes if cfg.test_classes is not None else _DIGIT_CLASSES // 2
+                train, test = split_classes(digits, [_DIGIT_CLASSES - n_test, n_test], seed=cfg.split_seed)
+                self._data.update(train=train, test=test)
+        return self._data[split]
+
+    def _sampler(self, split: str, n: int, k: int, q: int) -> EpisodeSampler:
+        key = (split, n, k, q)
+        if key not in self._samplers:
+            ds = self.dataset(split)
+            where = f"the {split!r} split of {self.cfg.dataset}"
+            if n > ds.num_classes:
+                raise ValueError(f"n_way={n} is more than the {ds.num_classes} classes of {where}")
+            fewest = int(ds.class_counts().min())
+            if k + q > fewest:
+                raise ValueError(f"k_shot + n_query = {k} + {q} = {k + q} is more than the {fewest} examples per "
+                                 f"class of {where}")
+            self._samplers[key] = EpisodeSampler(ds, n, k, q)
+        return self._samplers[key]
+
+    def sample(self, indices: Sequence[int], *, seed: int, step: int, split: str = "train",
+               n_way: int | None = None, k_shot: int | None = None, n_query: int | None = None) -> EpisodeBatch:
+        """Episodes ``indices`` of meta-step ``step`` (E = len(indices)), shaped by the config unless
+        ``n_way`` / ``k_shot`` / ``n_query`` say otherwise.
+
+        Returns:
+            EpisodeBatch: support_images (E, N·K, 1, S, S), support_labels (E, N·K), query_images
+            (E, N·Q, 1, S, S), query_labels (E, N·Q), classes (E, N); class-major, labels 0..N−1.
+
+        Raises:
+            ValueError: N more than the split's classes, K + Q more than its examples per class.
+        """
+        cfg = self.cfg
+        pick = lambda given, default: default if given is None else given
+        sampler = self._sampler(split, pick(n_way, cfg.n_way), pick(k_shot, cfg.k_shot), pick(n_query, cfg.n_query))
+
+        def one(g: torch.Generator) -> EpisodeBatch:
+            sampler.generator = g
+            return sampler.sample(1)
+
+        return draw_items(indices, seed=seed, step=step, split=split, draw=one)
+
+    def shapes(self) -> dict[str, Any]:
+        s = self.cfg.image_size
+        return {"image_shape": [1, s, s], "n_way": self.cfg.n_way, "k_shot": self.cfg.k_shot,
+                "n_query": self.cfg.n_query}
+
+
+register_task("episodes", "episodes", EpisodesTaskConfig, EpisodeTask,
+              "N-way K-shot episodes on Omniglot (held-out characters) or the 8x8 digits (ProtoNet, MAML, MetaNet)")

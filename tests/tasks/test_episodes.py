@@ -1,0 +1,107 @@
+"""Task "episodes": held-out characters, rotations in training only, per-item seeds, shape
+overrides, the digits' class split, bad input, and shapes() without data."""
+import pytest
+import torch
+
+from metalearn_ext.config import ConfigError, section_from_dict
+from metalearn_ext.data import EpisodeSampler
+from metalearn_ext.tasks import TASKS, build_task, generator
+from metalearn_ext.tasks.episodes import EpisodesTaskConfig, EpisodeTask
+from metalearn_ext.tasks.seeds import STREAM, TEST
+
+from .helpers import assert_same, assert_split_equals_whole
+
+
+@pytest.fixture(scope="module")
+def omniglot_task(omniglot_root) -> EpisodeTask:
+    """192 training characters (x 4 rotations) and 50 held-out ones, as in the spec's field notes."""
+    return build_task(EpisodesTaskConfig(root=omniglot_root, test_classes=50))
+
+
+def character(name: str) -> str:
+    return name.split("/rot")[0]
+
+
+def test_registered_and_built_from_its_config():
+    assert TASKS["episodes"].family == "episodes" and TASKS["episodes"].config is EpisodesTaskConfig
+    assert isinstance(build_task(EpisodesTaskConfig(dataset="digits", rotations=False)), EpisodeTask)
+
+
+def test_held_out_characters_are_never_trained_on_and_not_rotated(omniglot_task):
+    train, test = omniglot_task.dataset("train"), omniglot_task.dataset("test")
+    assert (train.num_classes, test.num_classes) == (192 * 4, 50)
+    assert not {character(n) for n in train.class_names} & set(test.class_names)
+    assert sum("/rot" in n for n in train.class_names) == 192 * 3
+    assert not any("/rot" in n for n in test.class_names)
+    # strokes = 1 on a 0 background, as everywhere in the package
+    assert float(test.images.mean()) < 0.2 and float(test.images.amax()) == 1.0
+
+
+def test_items_come_from_their_own_generators(omniglot_task):
+    assert_split_equals_whole(omniglot_task, seed=3, step=5)
+    assert_split_equals_whole(omniglot_task, seed=3, step=5, split="test", n_way=20, k_shot=5, n_query=2)
+    # item i is exactly what the sampler draws from generator(seed, step, i, purpose)
+    item = omniglot_task.sample([7], seed=3, step=5)
+    ref = EpisodeSampler(omniglot_task.dataset("train"), 5, 1, 15, generator=generator(3, 5, 7, STREAM)).sample(1)
+    assert_same(item, ref)
+    item = omniglot_task.sample([7], seed=3, step=5, split="test")
+    ref = EpisodeSampler(omniglot_task.dataset("test"), 5, 1, 15, generator=generator(3, 5, 7, TEST)).sample(1)
+    assert_same(item, ref)
+    assert not torch.equal(omniglot_task.sample([0], seed=3, step=5).classes,
+                           omniglot_task.sample([0], seed=4, step=5).classes)
+
+
+def test_shapes_and_overrides(omniglot_task):
+    b = omniglot_task.sample(range(3), seed=0, step=0)
+    assert b.support_images.shape == (3, 5, 1, 28, 28) and b.query_images.shape == (3, 75, 1, 28, 28)
+    assert torch.equal(b.support_labels, torch.arange(5).expand(3, -1))
+    b = omniglot_task.sample([0, 1], seed=0, step=0, split="test", n_way=20, k_shot=5, n_query=3)
+    assert b.support_images.shape == (2, 100, 1, 28, 28) and b.query_labels.shape == (2, 60)
+    assert b.classes.shape == (2, 20) and int(b.classes.max()) < 50
+    assert omniglot_task.shapes() == {"image_shape": [1, 28, 28], "n_way": 5, "k_shot": 1, "n_query": 15}
+
+
+def test_requests_too_large_for_the_split_name_the_number_and_the_split(omniglot_task):
+    with pytest.raises(ValueError, match=r"n_way=51 .*50 classes of the 'test' split"):
+        omniglot_task.sample([0], seed=0, step=0, split="test", n_way=51)
+    with pytest.raises(ValueError, match=r"5 \+ 16 = 21 .*20 examples per class of the 'train' split"):
+        omniglot_task.sample([0], seed=0, step=0, k_shot=5, n_query=16)
+    with pytest.raises(ValueError, match="split"):
+        omniglot_task.sample([0], seed=0, step=0, split="valid")
+    with pytest.raises(ValueError, match="indices"):
+        omniglot_task.sample([], seed=0, step=0)
+
+
+def test_shapes_need_no_data_and_a_wrong_root_is_named(tmp_path):
+    task = build_task(EpisodesTaskConfig(root=str(tmp_path / "nope"), image_size=20))
+    assert task.shapes()["image_shape"] == [1, 20, 20]
+    with pytest.raises(FileNotFoundError, match="nope"):
+        task.sample([0], seed=0, step=0)
+
+
+def test_digits_class_split():
+    task = build_task(EpisodesTaskConfig(dataset="digits", rotations=False, image_size=16, split_seed=1))
+    train, test = task.dataset("train"), task.dataset("test")
+    assert (train.num_classes, test.num_classes) == (5, 5)
+    assert not set(train.class_names) & set(test.class_names)
+    assert train.images.shape[1:] == (1, 16, 16)
+    b = task.sample(range(4), seed=0, step=0, split="test", k_shot=5, n_query=5)
+    assert b.support_images.shape == (4, 25, 1, 16, 16)
+    with pytest.raises(ValueError, match="n_way=6 .*'test' split of digits"):
+        task.sample([0], seed=0, step=0, split="test", n_way=6)
+    held_out_3 = build_task(EpisodesTaskConfig(dataset="digits", rotations=False, test_classes=3))
+    assert held_out_3.dataset("test").num_classes == 3 and held_out_3.dataset("train").num_classes == 7
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"n_way": 0}, "task.n_way"),
+    ({"k_shot": -1}, "task.k_shot"),
+    ({"dataset": "mnist"}, "task.dataset"),
+    ({"dataset": "digits"}, "task.rotations"),  # rotations default to true: rotated digits are other digits
+    ({"dataset": "digits", "rotations": False, "test_classes": 10}, "task.test_classes"),
+    ({"dataset": "digits", "rotations": False, "root": "/data"}, "task.root"),
+    ({"test_classes": 0}, "task.test_classes"),
+])
+def test_bad_config_names_the_key(values, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        section_from_dict(EpisodesTaskConfig, values, "task")
