@@ -148,13 +148,16 @@ def _any_rank(flag: bool) -> bool:
     return bool(all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
 
 
-def _trim_metrics(path: Path, upto_step: int) -> None:
-    """Keep the metric lines of steps up to the checkpoint (the later ones will be recomputed)."""
-    if path.exists():
-        import json
+def _trim_metrics(path: Path, upto_step: int) -> float:
+    """Keep the metric lines of steps up to the checkpoint (the later ones will be recomputed);
+    returns the training time they took, so ``wall_time`` continues across sessions."""
+    if not path.exists():
+        return 0.0
+    import json
 
-        keep = [r for r in read_metrics(path) if r.get("step", 0) <= upto_step]
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    keep = [r for r in read_metrics(path) if r.get("step", 0) <= upto_step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    return float(keep[-1].get("wall_time") or 0.0) if keep else 0.0
 
 
 def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print,
@@ -177,12 +180,12 @@ def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, l
     if resume:
         trainer.load_state_dict(load_checkpoint(ckpt_path), str(ckpt_path))
         log(f"resumed {ckpt_path} at step {trainer.step_count} of {t.steps}")
-    writer = None
+    writer, elapsed = None, 0.0
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if resume:
-            _trim_metrics(out / METRICS, trainer.step_count)
+            elapsed = _trim_metrics(out / METRICS, trainer.step_count)
         else:
             (out / METRICS).unlink(missing_ok=True)  # a fresh run never appends to a killed run's leftovers
         writer = MetricsWriter(out / METRICS)
@@ -207,7 +210,7 @@ def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, l
     signals = _Signals(say, hint)
     try:
         with signals.installed():
-            code = _loop(trainer, writer, bar, signals.flag, checkpoint, say, ckpt_path)
+            code = _loop(trainer, writer, bar, signals.flag, checkpoint, say, ckpt_path, elapsed)
             if code == EXIT_INTERRUPTED:
                 say(f"interrupted at step {trainer.step_count}: saving {ckpt_path}; resume with `{hint}`")
             if code != EXIT_DIVERGED and trainer.bad_in_a_row == 0:
@@ -226,9 +229,9 @@ def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, l
     return code
 
 
-def _loop(trainer: Trainer, writer, bar, interrupted, checkpoint, say, ckpt_path) -> int:
+def _loop(trainer: Trainer, writer, bar, interrupted, checkpoint, say, ckpt_path, elapsed: float) -> int:
     t = trainer.cfg.train
-    start = time.perf_counter()
+    start = time.perf_counter() - elapsed  # wall_time counts training time over every session
     while trainer.step_count < t.steps:
         if _any_rank(interrupted.is_set()):
             return EXIT_INTERRUPTED

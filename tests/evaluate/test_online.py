@@ -204,3 +204,21 @@ def test_a_missing_unseen_dataset_is_skipped_with_a_note(tiny_run, monkeypatch):
     res = run_meta_test(out, log=lambda m: None)
     assert "unseen" not in res["task_sets"] and "not installed" in res["skipped"]["unseen"]
     assert "skipped: fashion-mnist is not installed" in online.format_table(res)
+
+
+def test_margins_over_seeds(tmp_path):
+    from metalearn_ext.evaluate.online_seeds import margins_over_seeds
+
+    dirs = []
+    for seed, m in ((0, 0.01), (1, 0.03), (2, 0.02)):
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        margin = {w: {"mean": m, "half": 0.005} for w in WINDOWS}
+        (d / "meta_test.json").write_text(json.dumps({"config": {"train": {"seed": seed}},
+                                                      "task_sets": {"unseen": {"vsml_minus_best_baseline": margin}}}))
+        dirs.append(d)
+    res = margins_over_seeds(dirs)["unseen"]["first"]
+    assert res["mean"] == pytest.approx(0.02) and [s for s, _, _ in res["per_seed"]] == [0, 1, 2]
+    assert res["half"] == pytest.approx(4.303 * 0.01 / math.sqrt(3), rel=1e-3)  # t(0.975, 2 dof) * sd / sqrt(n)
+    with pytest.raises(FileNotFoundError, match="metalearn eval"):
+        margins_over_seeds([tmp_path / "nothing", dirs[0]])

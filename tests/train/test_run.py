@@ -50,6 +50,8 @@ def test_resume_continues_exactly(tmp_path, optimizer):
     assert [r["meta_loss"] for r in rows] == [r["meta_loss"] for r in full_rows]
     assert {"step", "meta_loss", "synapse_ticks_per_s", "wall_time"} <= rows[0].keys()
     assert rows[0]["synapse_ticks_per_s"] > 0
+    walls = [r["wall_time"] for r in rows]
+    assert walls == sorted(walls)  # training time continues across the resume
     assert json.loads((tmp_path / "full" / "eval.json").read_text())["chance"] == pytest.approx(1 / 3)
     assert yaml.safe_load((tmp_path / "split" / "config.yaml").read_text())["train"]["steps"] == 4
 
