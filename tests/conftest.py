@@ -11,9 +11,9 @@ if not torch.cuda.is_available():
 
 @pytest.fixture(autouse=True)
 def one_thread_for_model_tests(request):
-    """Model and training tests run many tiny ops, for which two intra-op threads on a small busy
+    """Model, method, task, protocol and training tests run many tiny ops, for which two intra-op threads on a small busy
     machine are many times slower than one; kernel tests keep every thread."""
-    if request.node.path.parent.name not in ("nn", "train"):
+    if request.node.path.parent.name not in ("nn", "train", "methods", "tasks", "evaluate"):
         yield
         return
     n = torch.get_num_threads()

@@ -36,13 +36,6 @@ def _digits_config(method: str, model=None, train=None, eval_=None):
     return config_from_dict(get_method(method), d)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("method, model", [("protonet", None), ("maml", None), ("maml", {"first_order": True})],
                          ids=["protonet", "maml", "fomaml"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 OMNIGLOT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "omniglot"
 
@@ -24,14 +23,6 @@ def isolated_data_dirs(session_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("METALEARN_DATA", str(session_data_dir))
     monkeypatch.setenv("HOME", str(home))
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Sampling runs many tiny ops; two intra-op threads on a small busy machine only slow them."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
