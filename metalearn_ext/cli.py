@@ -32,11 +32,15 @@ def _guard(fn):
 
 
 def _method_of_run(run_dir: str):
+    """The method of the run in ``run_dir``, from its config.yaml (no checkpoint read)."""
+    from metalearn_ext.config import ConfigError
     from metalearn_ext.methods import get_method
-    from metalearn_ext.train.checkpoint import load_checkpoint
-    from metalearn_ext.train.loop import CHECKPOINT
+    from metalearn_ext.train.run_dir import saved_config
 
-    return get_method(load_checkpoint(Path(run_dir) / CHECKPOINT)["method"])
+    name = saved_config(run_dir).get("method")
+    if not isinstance(name, str):
+        raise ConfigError(f"{Path(run_dir) / 'config.yaml'} names no method")
+    return get_method(name)
 
 
 @_guard

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .batch import batch_to
 from .class_index import ClassIndex
 from .dataset import ImageDataset
 
@@ -34,9 +35,7 @@ class EpisodeBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> EpisodeBatch:
         """The same batch with every tensor on ``device``."""
-        return EpisodeBatch(*(t.to(device, non_blocking=non_blocking) for t in (
-            self.support_images, self.support_labels, self.query_images, self.query_labels,
-            self.classes)))
+        return batch_to(self, device, non_blocking)
 
 
 class EpisodeSampler:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .batch import batch_to
 from .class_index import ClassIndex
 from .dataset import ImageDataset
 
@@ -31,8 +32,7 @@ class LabelOffsetBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> LabelOffsetBatch:
         """The same batch with every tensor on ``device``."""
-        return LabelOffsetBatch(*(t.to(device, non_blocking=non_blocking) for t in (
-            self.inputs, self.labels, self.instance, self.classes)))
+        return batch_to(self, device, non_blocking)
 
 
 class LabelOffsetSampler:

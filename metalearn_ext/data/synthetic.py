@@ -9,12 +9,13 @@ context). Sizes vary per task, so tensors are padded to the largest size and com
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .batch import batch_to
 
 _JITTER = 1e-6  # added to the covariance diagonal so the float64 Cholesky never fails
 
@@ -91,9 +92,7 @@ class GPBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> GPBatch:
         """The same batch with every tensor on ``device``."""
-        return dataclasses.replace(self, **{
-            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-            for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), Tensor)})
+        return batch_to(self, device, non_blocking)
 
 
 def se_kernel(x1: Tensor, x2: Tensor, length_scale: float, signal_std: float) -> Tensor:

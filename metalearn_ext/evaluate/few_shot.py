@@ -1,9 +1,8 @@
 """Few-shot accuracy ± 95% on held-out episodes, for every model that answers the few-shot
 interface ``predict(support_x, support_y, query_x) -> logits``.
 
-Episodes are indices 0 … episodes−1 of step 0 under a seed derived from ``(seed, EVAL)``, so they
-never coincide with a training draw (whose seed is the run seed itself), and the same episodes
-come out whatever ``batch_size`` is: models evaluated with the same seed see the same episodes.
+Episodes are drawn as :mod:`metalearn_ext.evaluate.held_out` says: never a training draw, the same
+whatever ``batch_size`` is.
 """
 from __future__ import annotations
 
@@ -12,10 +11,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from metalearn_ext.evaluate.held_out import check_counts, held_out_batches
 from metalearn_ext.evaluate.stats import interval
-from metalearn_ext.tasks.seeds import EVAL, derive_seed
 
 __all__ = ["FewShotPredict", "few_shot_accuracy", "few_shot_table"]
 
@@ -51,26 +49,19 @@ def few_shot_accuracy(
     Raises:
         ValueError: bad counts, or logits not shaped (E, N·Q, N).
     """
-    for name, v in (("n_way", n_way), ("k_shot", k_shot), ("n_query", n_query), ("episodes", episodes),
-                    ("batch_size", batch_size)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"few_shot_accuracy: {name} must be a positive int, got {v!r}")
-    eval_seed = derive_seed(seed, EVAL)
+    check_counts("few_shot_accuracy", n_way=n_way, k_shot=k_shot, n_query=n_query, episodes=episodes,
+                 batch_size=batch_size)
     per_episode = []
-    bar = tqdm(total=episodes, desc=f"{n_way}-way {k_shot}-shot", unit="episode", disable=not progress)
-    with torch.no_grad(), bar:
-        for start in range(0, episodes, batch_size):
-            batch = task.sample(range(start, min(start + batch_size, episodes)), seed=eval_seed, step=0, split=split,
-                                n_way=n_way, k_shot=k_shot, n_query=n_query)
-            if device is not None:
-                batch = batch.to(device)
+    with torch.no_grad():
+        for _, batch in held_out_batches(task, episodes, seed=seed, batch_size=batch_size, split=split, device=device,
+                                         progress=progress, desc=f"{n_way}-way {k_shot}-shot", unit="episode",
+                                         n_way=n_way, k_shot=k_shot, n_query=n_query):
             logits = predict(batch.support_images, batch.support_labels, batch.query_images)
             e, nq = batch.query_labels.shape
             if not isinstance(logits, Tensor) or tuple(logits.shape) != (e, nq, n_way):
                 got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
                 raise ValueError(f"predict must return logits (E, N·Q, N) = ({e}, {nq}, {n_way}), got {got}")
             per_episode.append((logits.argmax(-1) == batch.query_labels).double().mean(1).cpu())
-            bar.update(e)
     stats = interval(torch.cat(per_episode))
     return {"mean": stats["mean"], "half": stats["half"], "lo": stats["lo"], "hi": stats["hi"],
             "episodes": episodes, "n_way": n_way, "k_shot": k_shot, "n_query": n_query}

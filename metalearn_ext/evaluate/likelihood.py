@@ -12,11 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.distributions import Normal
-from tqdm.auto import tqdm
 
 from metalearn_ext.data import gp_oracle_log_prob
+from metalearn_ext.evaluate.held_out import check_counts, held_out_batches
 from metalearn_ext.evaluate.stats import interval, paired_interval
-from metalearn_ext.tasks.seeds import EVAL, derive_seed
 
 __all__ = ["NPPredict", "log_likelihood_vs_oracle"]
 
@@ -50,15 +49,11 @@ def log_likelihood_vs_oracle(
         {n_c: {"model", "oracle", "gap", "curves"}}}`` — intervals as
         :func:`metalearn_ext.evaluate.stats.interval`, in nats per target point; gap = oracle − model.
     """
-    for name, v in (("curves", curves), ("batch_size", batch_size)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"log_likelihood_vs_oracle: {name} must be a positive int, got {v!r}")
-    eval_seed = derive_seed(seed, EVAL)
+    check_counts("log_likelihood_vs_oracle", curves=curves, batch_size=batch_size)
     model_ll, oracle_ll, sizes = [], [], []
-    with torch.no_grad(), tqdm(total=curves, desc="log-likelihood", unit="curve", disable=not progress) as bar:
-        for start in range(0, curves, batch_size):
-            batch = task.sample(range(start, min(start + batch_size, curves)), seed=eval_seed, step=0, split=split)
-            on = batch.to(device) if device is not None else batch
+    with torch.no_grad():
+        for batch, on in held_out_batches(task, curves, seed=seed, batch_size=batch_size, split=split, device=device,
+                                          progress=progress, desc="log-likelihood", unit="curve"):
             dist = predict(on.context_x, on.context_y, on.target_x, on.context_mask)
             if not isinstance(dist, Normal) or dist.mean.shape != on.target_y.shape:
                 got = tuple(dist.mean.shape) if isinstance(dist, Normal) else type(dist).__name__
@@ -70,7 +65,6 @@ def log_likelihood_vs_oracle(
             model_ll.append(lp.sum(1) / n_t)
             oracle_ll.append(gp_oracle_log_prob(batch).sum(1) / n_t)
             sizes.append(batch.num_context)
-            bar.update(n_t.numel())
     model, oracle, n_c = torch.cat(model_ll), torch.cat(oracle_ll), torch.cat(sizes)
     by_size = {}
     for c in n_c.unique().tolist():

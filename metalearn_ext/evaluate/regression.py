@@ -16,8 +16,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
+from metalearn_ext.evaluate.held_out import check_counts, held_out_batches
 from metalearn_ext.evaluate.stats import interval
-from metalearn_ext.tasks.seeds import BASELINE_INIT, EVAL, derive_seed
+from metalearn_ext.tasks.seeds import BASELINE_INIT, derive_seed
 
 __all__ = ["FineTuned", "RegressionPredict", "fine_tune_predict", "pretrain_baseline", "regression_mse"]
 
@@ -55,17 +56,12 @@ def regression_mse(
     steps = [int(k) for k in steps]
     if not steps or any(k < 0 for k in steps):
         raise ValueError(f"regression_mse: steps must be non-negative step counts, got {steps}")
-    for name, v in (("tasks", tasks), ("k_shot", k_shot), ("n_query", n_query), ("batch_size", batch_size)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"regression_mse: {name} must be a positive int, got {v!r}")
-    eval_seed = derive_seed(seed, EVAL)
+    check_counts("regression_mse", tasks=tasks, k_shot=k_shot, n_query=n_query, batch_size=batch_size)
     mse: dict[int, list[Tensor]] = {k: [] for k in steps}
-    with torch.no_grad(), tqdm(total=tasks, desc="regression", unit="task", disable=not progress) as bar:
-        for start in range(0, tasks, batch_size):
-            batch = task.sample(range(start, min(start + batch_size, tasks)), seed=eval_seed, step=0, split=split,
-                                k_shot=k_shot, n_query=n_query)
-            if device is not None:
-                batch = batch.to(device)
+    with torch.no_grad():
+        for _, batch in held_out_batches(task, tasks, seed=seed, batch_size=batch_size, split=split, device=device,
+                                         progress=progress, desc="regression", unit="task", k_shot=k_shot,
+                                         n_query=n_query):
             for k in steps:
                 pred = predict(batch.support_x, batch.support_y, batch.query_x, steps=k)
                 if not isinstance(pred, Tensor) or pred.shape != batch.query_y.shape:
@@ -73,7 +69,6 @@ def regression_mse(
                     raise ValueError(f"predict(..., steps={k}) must return {tuple(batch.query_y.shape)} (E, Q, 1), "
                                      f"got {got}")
                 mse[k].append((pred.double() - batch.query_y.double()).pow(2).flatten(1).mean(1).cpu())
-            bar.update(batch.query_y.shape[0])
     stats = [interval(torch.cat(mse[k])) for k in steps]
     out: dict[str, Any] = {"steps": steps}
     for key in ("mean", "half", "lo", "hi"):
@@ -138,8 +133,7 @@ def pretrain_baseline(
         :class:`FineTuned` around the trained module: the same protocol (``regression_mse``)
         scores it after k plain SGD steps of size ``inner_lr`` (0.01 in the MAML paper).
     """
-    if not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"pretrain_baseline: iterations must be a positive int, got {iterations!r}")
+    check_counts("pretrain_baseline", iterations=iterations)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, BASELINE_INIT))
         module = module_factory()

@@ -37,8 +37,8 @@ def _model_config_from_signature() -> type:
         if name == "backend":
             tp = typing.Literal[None, "reference", "cpp", "cuda", "triton"]
         fields.append((name, tp, field(default=p.default)))
-    return dataclasses.make_dataclass("VSMLModelConfig", fields, namespace={"check": _check_model,
-                                                                             "__doc__": _model_config_doc()})
+    doc = "The VSML network: ``hidden`` plus the keywords of :class:`metalearn_ext.nn.VSML`."
+    return dataclasses.make_dataclass("VSMLModelConfig", fields, namespace={"check": _check_model, "__doc__": doc})
 
 
 def _check_model(self, section: str) -> None:
@@ -48,10 +48,6 @@ def _check_model(self, section: str) -> None:
     if self.msg_size < 2:
         raise ConfigError(f"config key '{section}.msg_size': must be >= 2 (error and label channels), got "
                           f"{self.msg_size}")
-
-
-def _model_config_doc() -> str:
-    return "The VSML network: ``hidden`` plus the keywords of :class:`metalearn_ext.nn.VSML`."
 
 
 VSMLModelConfig = _model_config_from_signature()

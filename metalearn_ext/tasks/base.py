@@ -12,14 +12,47 @@ ProtoNet, MAML, MetaNet), ``label_offset`` (MANN), ``regression`` (sinusoid, GP:
 """
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-__all__ = ["TASKS", "TaskConfig", "TaskFamily", "build_task", "register_task", "task_config_class"]
+import torch
+from torch import Tensor
+
+from metalearn_ext.tasks.seeds import STREAM, TEST, generator
+
+__all__ = ["TASKS", "TaskConfig", "TaskFamily", "build_task", "draw_items", "register_task", "split_purpose",
+           "task_config_class"]
 
 SPLITS = ("train", "test")
+B = TypeVar("B")
+
+
+def split_purpose(split: str) -> int:
+    """The seed purpose of a split's draws: training items and test items never share a seed, even
+    where both splits draw from the same distribution (regression tasks)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return STREAM if split == "train" else TEST
+
+
+def draw_items(indices: Sequence[int], *, seed: int, step: int, split: str, draw: Callable[[torch.Generator], B]
+               ) -> B:
+    """``draw(g)`` -> a batch dataclass of ONE item, called once per index with the generator
+    ``generator(seed, step, index, split_purpose(split))``; the items' tensors concatenated along
+    dim 0 (other fields are taken from the first item). So items ``[0, 1, 2, 3]`` equal items
+    ``[0, 1]`` followed by ``[2, 3]``: processes that split a meta-batch draw what one would."""
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ValueError("indices is empty: a meta-batch needs at least one item")
+    purpose = split_purpose(split)
+    parts = [draw(generator(seed, step, i, purpose)) for i in indices]
+    first = parts[0]
+    tensors = {f.name: torch.cat([getattr(p, f.name) for p in parts])
+               for f in dataclasses.fields(first) if isinstance(getattr(first, f.name), Tensor)}
+    return dataclasses.replace(first, **tensors)
 
 
 @dataclass

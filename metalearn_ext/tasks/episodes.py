@@ -7,53 +7,23 @@ so the rotations of a held-out character are held out too), the 8×8 digits by d
 classes (MAML, Vinyals et al.); held-out characters are rotated only with ``test_rotations``
 (ProtoNet's protocol, Snell et al., tests on rotations too).
 
-Also the helpers the other task modules share: :func:`draw_items` (one generator per item of a
-meta-batch) and :func:`load_omniglot_split`.
+Also :func:`load_omniglot_split`, which the label-offset task shares.
 """
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import torch
-from torch import Tensor
 
 from metalearn_ext.config import ConfigError, check_positive
 from metalearn_ext.data import EpisodeBatch, EpisodeSampler, ImageDataset, load_digits, load_omniglot, split_classes
-from metalearn_ext.tasks.base import SPLITS, TaskConfig, TaskFamily, register_task
-from metalearn_ext.tasks.seeds import STREAM, TEST, generator
+from metalearn_ext.tasks.base import TaskConfig, TaskFamily, draw_items, register_task, split_purpose
 
-__all__ = ["EpisodeTask", "EpisodesTaskConfig", "draw_items", "load_omniglot_split", "split_purpose"]
+__all__ = ["EpisodeTask", "EpisodesTaskConfig", "load_omniglot_split"]
 
-B = TypeVar("B")
 _DIGIT_CLASSES = 10
-
-
-def split_purpose(split: str) -> int:
-    """The seed purpose of a split's draws: training items and test items never share a seed, even
-    where both splits draw from the same distribution (regression tasks)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return STREAM if split == "train" else TEST
-
-
-def draw_items(indices: Sequence[int], *, seed: int, step: int, split: str, draw: Callable[[torch.Generator], B]
-               ) -> B:
-    """``draw(g)`` -> a batch dataclass of ONE item, called once per index with the generator
-    ``generator(seed, step, index, split_purpose(split))``; the items' tensors concatenated along
-    dim 0 (other fields are taken from the first item). So items ``[0, 1, 2, 3]`` equal items
-    ``[0, 1]`` followed by ``[2, 3]``: processes that split a meta-batch draw what one would."""
-    indices = [int(i) for i in indices]
-    if not indices:
-        raise ValueError("indices is empty: a meta-batch needs at least one item")
-    purpose = split_purpose(split)
-    parts = [draw(generator(seed, step, i, purpose)) for i in indices]
-    first = parts[0]
-    tensors = {f.name: torch.cat([getattr(p, f.name) for p in parts])
-               for f in dataclasses.fields(first) if isinstance(getattr(first, f.name), Tensor)}
-    return dataclasses.replace(first, **tensors)
 
 
 def load_omniglot_split(cfg: Any, split: str) -> ImageDataset:
@@ -124,15 +94,10 @@ class EpisodeTask(TaskFamily):
     def _sampler(self, split: str, n: int, k: int, q: int) -> EpisodeSampler:
         key = (split, n, k, q)
         if key not in self._samplers:
-            ds = self.dataset(split)
-            where = f"the {split!r} split of {self.cfg.dataset}"
-            if n > ds.num_classes:
-                raise ValueError(f"n_way={n} is more than the {ds.num_classes} classes of {where}")
-            fewest = int(ds.class_counts().min())
-            if k + q > fewest:
-                raise ValueError(f"k_shot + n_query = {k} + {q} = {k + q} is more than the {fewest} examples per "
-                                 f"class of {where}")
-            self._samplers[key] = EpisodeSampler(ds, n, k, q)
+            try:
+                self._samplers[key] = EpisodeSampler(self.dataset(split), n, k, q)
+            except ValueError as e:  # the sampler names the number; say which split it was
+                raise ValueError(f"{e} (the {split!r} split of {self.cfg.dataset})") from None
         return self._samplers[key]
 
     def sample(self, indices: Sequence[int], *, seed: int, step: int, split: str = "train",

@@ -15,8 +15,8 @@ import torch
 
 from metalearn_ext.config import check_positive
 from metalearn_ext.data import ImageDataset, LabelOffsetBatch, LabelOffsetSampler
-from metalearn_ext.tasks.base import TaskConfig, TaskFamily, register_task
-from metalearn_ext.tasks.episodes import draw_items, load_omniglot_split, split_purpose
+from metalearn_ext.tasks.base import TaskConfig, TaskFamily, draw_items, register_task, split_purpose
+from metalearn_ext.tasks.episodes import load_omniglot_split
 
 __all__ = ["LabelOffsetTask", "LabelOffsetTaskConfig"]
 

@@ -14,8 +14,8 @@ from torch import Tensor
 
 from metalearn_ext.config import ConfigError, check_positive
 from metalearn_ext.data import GPBatch, sample_gp_curves, sample_sinusoid_tasks
-from metalearn_ext.tasks.base import TaskConfig, TaskFamily, register_task
-from metalearn_ext.tasks.episodes import draw_items
+from metalearn_ext.data.batch import batch_to
+from metalearn_ext.tasks.base import TaskConfig, TaskFamily, draw_items, register_task
 
 __all__ = ["GPTask", "GPTaskConfig", "SinusoidEpisodes", "SinusoidTask", "SinusoidTaskConfig"]
 
@@ -41,8 +41,7 @@ class SinusoidEpisodes:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> SinusoidEpisodes:
         """The same batch with every tensor on ``device``."""
-        return SinusoidEpisodes(*(t.to(device, non_blocking=non_blocking) for t in (
-            self.support_x, self.support_y, self.query_x, self.query_y, self.amplitude, self.phase)))
+        return batch_to(self, device, non_blocking)
 
 
 @dataclass

@@ -13,6 +13,7 @@ and recomputed).
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sys
 import threading
@@ -153,8 +154,6 @@ def _trim_metrics(path: Path, upto_step: int) -> float:
     returns the training time they took, so ``wall_time`` continues across sessions."""
     if not path.exists():
         return 0.0
-    import json
-
     keep = [r for r in read_metrics(path) if r.get("step", 0) <= upto_step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return float(keep[-1].get("wall_time") or 0.0) if keep else 0.0
