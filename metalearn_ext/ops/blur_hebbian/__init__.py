@@ -1,0 +1,49 @@
+"""`blur_hebbian`: BLUR's synapse update from pre- and post-synaptic states (specs/blur.md §2–3)."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from metalearn_ext.ops import registry
+from metalearn_ext.ops._checks import per_copy_scalar, require_tensors
+from metalearn_ext.ops.blur_hebbian.reference import NORM_EPS, blur_hebbian_reference
+from metalearn_ext.ops.blur_hebbian.shapes import check_args, fake_blur_hebbian
+from metalearn_ext.ops.choice import choose_backend
+from metalearn_ext.ops.registry import OpSpec
+
+__all__ = ["NORM_EPS", "SPEC", "blur_hebbian", "blur_hebbian_reference", "check_args"]
+
+SPEC = registry.register(OpSpec(
+    name="blur_hebbian",
+    reference=blur_hebbian_reference,
+    fake=fake_blur_hebbian,
+    kernels={},
+))
+
+
+def blur_hebbian(weight: Tensor, pre: Tensor, post: Tensor, pre_mix: Tensor, post_mix: Tensor,
+                 decay: Tensor | float, lr: Tensor | float, normalize: bool = True, oja: bool = False,
+                 backend: str | None = None) -> Tensor:
+    """One Hebbian update of every synapse, reading and writing the synapses once.
+
+    Args:
+        weight: (T, I, J, k) synapses of T independent networks.
+        pre: (T, batch, I, k) states of the layer's input neurons; post: (T, batch, J, k) of its outputs.
+        pre_mix: (k, k) or (T, k, k), ν̃: p[t,b,i,c] = Σ_e pre[t,b,i,e] pre_mix[e,c].
+        post_mix: (k, k) or (T, k, k), μ̃: q[t,b,j,c] = Σ_d post_mix[c,d] post[t,b,j,d].
+        decay, lr: f̃ and η̃, floats or tensors of shape () or (T,); must be finite.
+        normalize: divide each synapse column (t, ·, j, c) by its L2 norm over the inputs afterwards.
+        oja: subtract lr·Σ_b q[t,b,j,c]²·weight (Oja's decay).
+        backend: "reference", "cpp", "cuda", "triton", or None for the fastest usable one.
+
+    Returns:
+        (T, I, J, k): decay·weight + lr·Σ_b p ⊗ q (then Oja, then normalization). Differentiable w.r.t.
+        every tensor input.
+    """
+    require_tensors("blur_hebbian", weight=weight)
+    T = weight.shape[0] if weight.dim() == 4 else 1
+    decay = per_copy_scalar("blur_hebbian", "decay", decay, T, weight)
+    lr = per_copy_scalar("blur_hebbian", "lr", lr, T, weight)
+    args = (weight, pre, post, pre_mix, post_mix, decay, lr, normalize, oja)
+    check_args(*args)
+    choose_backend("blur_hebbian", backend, *args)
+    return blur_hebbian_reference(*args)

@@ -1,0 +1,38 @@
+"""`content_read`: cosine content addressing of a memory and the weighted read (specs/memory_np.md §1)."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from metalearn_ext.ops import registry
+from metalearn_ext.ops.choice import choose_backend
+from metalearn_ext.ops.content_read.reference import COS_EPS, content_read_reference, cosine_similarity
+from metalearn_ext.ops.content_read.shapes import check_args, fake_content_read
+from metalearn_ext.ops.registry import OpSpec
+
+__all__ = ["COS_EPS", "SPEC", "check_args", "content_read", "content_read_reference", "cosine_similarity"]
+
+SPEC = registry.register(OpSpec(
+    name="content_read",
+    reference=content_read_reference,
+    fake=fake_content_read,
+    kernels={},
+))
+
+
+def content_read(memory: Tensor, keys: Tensor, beta: Tensor | None = None,
+                 backend: str | None = None) -> tuple[Tensor, Tensor]:
+    """Reads a memory by content.
+
+    Args:
+        memory: (B, S, W) S slots of width W per batch element.
+        keys: (B, H, W) one key per read head.
+        beta: (B, H) key strengths, or None for 1.
+        backend: "reference", "cpp", "cuda", "triton", or None for the fastest usable one.
+
+    Returns:
+        weights (B, H, S) = softmax over S of beta·cos(keys[h], memory[s]), where a zero row or key has
+        cosine 0 (never NaN); reads (B, H, W) = weights · memory. Differentiable w.r.t. every tensor input.
+    """
+    check_args(memory, keys, beta)
+    choose_backend("content_read", backend, memory, keys, beta)
+    return content_read_reference(memory, keys, beta)

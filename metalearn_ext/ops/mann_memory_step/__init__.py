@@ -1,0 +1,45 @@
+"""`mann_memory_step`: one whole LRUA memory step of MANN — zero, write, read, usage (specs/memory_np.md §1)."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from metalearn_ext.ops import registry
+from metalearn_ext.ops.choice import choose_backend
+from metalearn_ext.ops.mann_memory_step.reference import least_used, mann_memory_step_reference
+from metalearn_ext.ops.mann_memory_step.shapes import check_args, fake_mann_memory_step
+from metalearn_ext.ops.registry import OpSpec
+
+__all__ = ["SPEC", "check_args", "least_used", "mann_memory_step", "mann_memory_step_reference"]
+
+SPEC = registry.register(OpSpec(
+    name="mann_memory_step",
+    reference=mann_memory_step_reference,
+    fake=fake_mann_memory_step,
+    kernels={},
+))
+
+
+def mann_memory_step(memory: Tensor, usage: Tensor, read_weights: Tensor, keys: Tensor, add: Tensor,
+                     alpha: Tensor, gamma: float = 0.95,
+                     backend: str | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One step of Least Recently Used Access: zero the least-used slot, write, read by content, update usage.
+
+    Args:
+        memory: (B, S, W) memory after the last step.
+        usage: (B, S) usage weights after the last step.
+        read_weights: (B, H, S) read weights of the last step.
+        keys: (B, H, W) read keys of this step; add: (B, H, W) what each head writes.
+        alpha: (B, H) write gates in [0, 1] (a sigmoid's output).
+        gamma: usage decay.
+        backend: "reference", "cpp", "cuda", "triton", or None for the fastest usable one.
+
+    Returns:
+        (memory' (B, S, W), read_weights' (B, H, S), reads (B, H, W), usage' (B, S), write_weights (B, H, S)):
+        head h writes into the h-th least-used slot of `usage` (interpolated by alpha with its last read
+        weights); the single least-used slot is zeroed first. Differentiable w.r.t. memory, usage,
+        read_weights, keys, add and alpha (not through the choice of slots).
+    """
+    args = (memory, usage, read_weights, keys, add, alpha, gamma)
+    check_args(*args)
+    choose_backend("mann_memory_step", backend, *args)
+    return mann_memory_step_reference(*args)
