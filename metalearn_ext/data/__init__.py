@@ -15,6 +15,7 @@ from .download import (
     download_files,
 )
 from .episodes import EpisodeBatch, EpisodeSampler
+from .gp_kernels import KERNELS, gp_kernel, se_kernel
 from .idx import load_mnist, parse_idx, read_idx
 from .label_offset import LabelOffsetBatch, LabelOffsetSampler
 from .omniglot import find_omniglot_sources, load_omniglot, load_omniglot_image, omniglot_character_split
@@ -24,9 +25,9 @@ from .synthetic import (
     GPBatch,
     SinusoidBatch,
     gp_oracle_log_prob,
+    gp_posterior_predictive,
     sample_gp_curves,
     sample_sinusoid_tasks,
-    se_kernel,
 )
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "EpisodeSampler",
     "GPBatch",
     "ImageDataset",
+    "KERNELS",
     "LabelOffsetBatch",
     "LabelOffsetSampler",
     "RemoteFile",
@@ -47,7 +49,9 @@ __all__ = [
     "download_dataset",
     "download_files",
     "find_omniglot_sources",
+    "gp_kernel",
     "gp_oracle_log_prob",
+    "gp_posterior_predictive",
     "load_digits",
     "load_mnist",
     "load_omniglot",

@@ -2,20 +2,23 @@
 
 GP curves follow ../specs/memory_np.md §3: squared-exponential kernel
 k(x, x') = σ_f² exp(−(x − x')² / (2 ℓ²)) with ℓ = 0.4, σ_f = 1, observation noise variance
-2e-2, x ~ U[−2, 2]. Each task draws ``n_c`` context points and ``n_e`` extra points; the targets
-are the context points followed by the extra ones (CNP trains on targets that include the
+2e-2, x ~ U[−2, 2]; the Matérn-5/2 and periodic kernels of :mod:`.gp_kernels` give harder
+families. Each task draws ``n_c`` context points and ``n_e`` extra points; the targets are the
+context points followed by the extra ones (CNP trains on targets that include the
 context). Sizes vary per task, so tensors are padded to the largest size and come with masks.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .batch import batch_to
+from .gp_kernels import KERNELS, gp_kernel
 
 _JITTER = 1e-6  # added to the covariance diagonal so the float64 Cholesky never fails
 
@@ -76,6 +79,8 @@ class GPBatch:
         target_mask: (B, Nt) bool, True for real targets.
         num_context, num_target: (B,) int64 counts.
         length_scale, signal_std, noise_var: the kernel the curves were drawn from.
+        kernel: its name (:data:`metalearn_ext.data.gp_kernels.KERNELS`); period: the periodic
+            kernel's period (unused by the others).
     """
 
     context_x: Tensor
@@ -89,16 +94,12 @@ class GPBatch:
     length_scale: float
     signal_std: float
     noise_var: float
+    kernel: str = "se"
+    period: float = 1.0
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> GPBatch:
         """The same batch with every tensor on ``device``."""
         return batch_to(self, device, non_blocking)
-
-
-def se_kernel(x1: Tensor, x2: Tensor, length_scale: float, signal_std: float) -> Tensor:
-    """Squared-exponential kernel: (B, N, 1), (B, M, 1) → (B, N, M)."""
-    sq = (x1 - x2.transpose(-1, -2)).pow(2)
-    return signal_std**2 * torch.exp(-0.5 * sq / length_scale**2)
 
 
 def sample_gp_curves(
@@ -114,13 +115,21 @@ def sample_gp_curves(
     x_range: tuple[float, float] = (-2.0, 2.0),
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    kernel: str = "se",
+    period: float = 1.0,
+    generators: Sequence[torch.Generator] | None = None,
 ) -> GPBatch:
     """Draw ``batch_size`` curves from a GP prior with noisy observations.
 
     Per task, n_c ~ U{min_context..max_context} and n_e ~ U{min_extra_target..max_extra_target};
     all max_context + max_extra_target inputs are drawn iid from U[x_range] and the curve is
-    sampled jointly through one batched float64 Cholesky of (K + (noise_var + 1e-6) I). Context =
+    sampled jointly through one batched float64 Cholesky of (K + (noise_var + 1e-6) I), K the
+    ``kernel`` (``"se"``, ``"matern52"``, ``"periodic"`` of period ``period``). Context =
     the first n_c points, targets = the first n_c + n_e points.
+
+    ``generators`` (instead of ``generator``; one per curve, ``batch_size`` of them): curve i is
+    drawn from ``generators[i]`` alone, exactly as ``sample_gp_curves(1, generator=generators[i])``
+    would draw it, then one batched kernel and Cholesky for all.
 
     Returns:
         GPBatch with Nc = max_context and Nt = max_context + max_extra_target.
@@ -137,20 +146,31 @@ def sample_gp_curves(
         raise ValueError(
             f"need length_scale > 0, signal_std > 0, noise_var ≥ 0; got {length_scale}, {signal_std}, {noise_var}"
         )
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {kernel!r}")
+    if not period > 0:
+        raise ValueError(f"need period > 0, got {period}")
     if not x_range[0] < x_range[1]:
         raise ValueError(f"x_range must be (low, high) with low < high, got {x_range}")
+    if generators is not None and (generator is not None or len(generators) != batch_size):
+        raise ValueError(f"generators: expected {batch_size} (batch_size) generators and no generator, got "
+                         f"{len(generators)}" + (" and a generator" if generator is not None else ""))
     n_total = max_context + max_extra_target
-    num_context = torch.randint(min_context, max_context + 1, (batch_size,), generator=generator)
-    num_extra = torch.randint(min_extra_target, max_extra_target + 1, (batch_size,), generator=generator)
-    num_target = num_context + num_extra
-
     lo, hi = x_range
-    x = torch.rand(batch_size, n_total, 1, generator=generator, dtype=torch.float64) * (hi - lo) + lo
-    cov = se_kernel(x, x, length_scale, signal_std)
+
+    def draw(n: int, g: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        num_context = torch.randint(min_context, max_context + 1, (n,), generator=g)
+        num_extra = torch.randint(min_extra_target, max_extra_target + 1, (n,), generator=g)
+        x = torch.rand(n, n_total, 1, generator=g, dtype=torch.float64) * (hi - lo) + lo
+        eps = torch.randn(n, n_total, 1, generator=g, dtype=torch.float64)
+        return num_context, num_extra, x, eps
+
+    draws = [draw(batch_size, generator)] if generators is None else [draw(1, g) for g in generators]
+    num_context, num_extra, x, eps = (torch.cat(parts) for parts in zip(*draws))
+    num_target = num_context + num_extra
+    cov = gp_kernel(kernel, x, x, length_scale=length_scale, signal_std=signal_std, period=period)
     cov.diagonal(dim1=-2, dim2=-1).add_(noise_var + _JITTER)
-    chol = torch.linalg.cholesky(cov)
-    eps = torch.randn(batch_size, n_total, 1, generator=generator, dtype=torch.float64)
-    y = chol @ eps
+    y = torch.linalg.cholesky(cov) @ eps
 
     position = torch.arange(n_total)
     target_mask = position[None, :] < num_target[:, None]
@@ -170,35 +190,48 @@ def sample_gp_curves(
         length_scale=length_scale,
         signal_std=signal_std,
         noise_var=noise_var,
+        kernel=kernel,
+        period=period,
     )
 
 
-def gp_oracle_log_prob(batch: GPBatch) -> Tensor:
-    """Exact GP posterior predictive log-density of each target given its task's context.
-
-    log N(y_t; μ_t, σ_t²) with μ_t = k_tc (K_cc + s I)^−1 y_c and
-    σ_t² = k_tt + s − k_tc (K_cc + s I)^−1 k_ct, s = noise_var + 1e-6, computed in float64 with
-    padded context points masked out. No model can beat this in expectation on the batch's
-    distribution — the yardstick for CNP.
+def gp_posterior_predictive(batch: GPBatch, x_target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Exact GP posterior predictive of noisy observations at x_target (B, M, 1) (default: the
+    batch's targets) given each task's context, in float64 with one batched Cholesky:
+    μ = k_tc (K_cc + s I)^−1 y_c and σ² = k_tt + s − k_tc (K_cc + s I)^−1 k_ct, s = noise_var + 1e-6.
+    Padded context points are masked out (an identity block with zero y: no influence on the solve).
 
     Returns:
-        (B, Nt) float64, zero where ``target_mask`` is False.
+        (mean (B, M), variance (B, M)) float64.
     """
     xc = batch.context_x.double()
     yc = batch.context_y.double()
-    xt = batch.target_x.double()
+    xt = (batch.target_x if x_target is None else x_target).double()
     m = batch.context_mask.double()
     s = batch.noise_var + _JITTER
-    # Padded context rows/columns become an identity block with zero y: they then have no
-    # influence on the solve.
-    kcc = se_kernel(xc, xc, batch.length_scale, batch.signal_std) * (m[:, :, None] * m[:, None, :])
+    k = lambda a, b: gp_kernel(batch.kernel, a, b, length_scale=batch.length_scale, signal_std=batch.signal_std,
+                               period=batch.period)
+    kcc = k(xc, xc) * (m[:, :, None] * m[:, None, :])
     kcc = kcc + torch.diag_embed(m * s + (1.0 - m))
-    ktc = se_kernel(xt, xc, batch.length_scale, batch.signal_std) * m[:, None, :]
+    ktc = k(xt, xc) * m[:, None, :]
     chol = torch.linalg.cholesky(kcc)
     alpha = torch.cholesky_solve(yc * m[..., None], chol)
     mean = (ktc @ alpha).squeeze(-1)
     v = torch.linalg.solve_triangular(chol, ktc.transpose(1, 2), upper=False)
-    var = batch.signal_std**2 + s - v.pow(2).sum(1)
+    var = batch.signal_std**2 + s - v.pow(2).sum(1)  # every kernel here has k(x, x) = σ_f²
+    return mean, var
+
+
+def gp_oracle_log_prob(batch: GPBatch) -> Tensor:
+    """Exact GP posterior predictive log-density of each target given its task's context
+    (:func:`gp_posterior_predictive`, float64): a target scored as a fresh noisy observation. No
+    model can beat this in expectation at the extra (non-context) targets — the yardstick for CNP;
+    at a context point, whose y the model was given, a model can (see evaluate/likelihood.py).
+
+    Returns:
+        (B, Nt) float64, zero where ``target_mask`` is False.
+    """
+    mean, var = gp_posterior_predictive(batch)
     yt = batch.target_y.double().squeeze(-1)
     logp = -0.5 * (math.log(2 * math.pi) + var.log() + (yt - mean).pow(2) / var)
     return logp * batch.target_mask

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from metalearn_ext.evaluate.by_instance import accuracy_by_instance, by_instance_table
 from metalearn_ext.evaluate.few_shot import few_shot_accuracy, few_shot_table
-from metalearn_ext.evaluate.likelihood import log_likelihood_vs_oracle
+from metalearn_ext.evaluate.label_offset import label_offset_accuracy
+from metalearn_ext.evaluate.likelihood import log_likelihood_vs_oracle, predictive_log_likelihood
 from metalearn_ext.evaluate.regression import FineTuned, fine_tune_predict, pretrain_baseline, regression_mse
 from metalearn_ext.evaluate.stats import interval, paired_interval
 
 __all__ = ["FineTuned", "accuracy_by_instance", "by_instance_table", "few_shot_accuracy", "few_shot_table",
-           "fine_tune_predict", "interval", "log_likelihood_vs_oracle", "paired_interval", "pretrain_baseline",
-           "regression_mse"]
+           "fine_tune_predict", "interval", "label_offset_accuracy", "log_likelihood_vs_oracle", "paired_interval",
+           "predictive_log_likelihood", "pretrain_baseline", "regression_mse"]

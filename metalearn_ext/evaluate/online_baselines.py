@@ -19,7 +19,7 @@ __all__ = ["BASELINE_OPTIMIZERS", "online_baseline"]
 BASELINE_OPTIMIZERS = ("sgd", "adam")
 
 
-def _init(T: int, sizes: list[int], generator: torch.Generator, dtype: torch.dtype) -> list[Tensor]:
+def init_network(T: int, sizes: list[int], generator: torch.Generator, dtype: torch.dtype) -> list[Tensor]:
     """Per-stream weights and biases (T, out, in) / (T, out), PyTorch's nn.Linear default init."""
     params = []
     for fan_in, fan_out in itertools.pairwise(sizes):
@@ -72,7 +72,7 @@ def online_baseline(
     T, L, D = x.shape
     lr_t = torch.as_tensor(lr, dtype=x.dtype).expand(T).clone()
     sizes = [D, num_classes] if hidden is None else [D, hidden, num_classes]
-    params = _init(T, sizes, generator or torch.Generator().manual_seed(0), x.dtype)
+    params = init_network(T, sizes, generator or torch.Generator().manual_seed(0), x.dtype)
     lr_of = [lr_t.view(T, *([1] * (p.dim() - 1))) for p in params]
     m = [torch.zeros_like(p) for p in params]
     v = [torch.zeros_like(p) for p in params]

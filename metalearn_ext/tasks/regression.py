@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -15,7 +15,8 @@ from torch import Tensor
 from metalearn_ext.config import ConfigError, check_positive
 from metalearn_ext.data import GPBatch, sample_gp_curves, sample_sinusoid_tasks
 from metalearn_ext.data.batch import batch_to
-from metalearn_ext.tasks.base import TaskConfig, TaskFamily, draw_items, register_task
+from metalearn_ext.tasks.base import TaskConfig, TaskFamily, draw_items, register_task, split_purpose
+from metalearn_ext.tasks.seeds import generator
 
 __all__ = ["GPTask", "GPTaskConfig", "SinusoidEpisodes", "SinusoidTask", "SinusoidTaskConfig"]
 
@@ -87,7 +88,8 @@ class SinusoidTask(TaskFamily):
 class GPTaskConfig(TaskConfig):
     """1-D GP regression curves (the ``task:`` section, name ``gp``; memory_np.md §3): per curve
     n_c ~ U{min_context..max_context} context points; the targets are the context plus
-    U{min_extra_target..max_extra_target} more points; x ~ U[−2, 2]."""
+    U{min_extra_target..max_extra_target} more points; x ~ U[−2, 2]. ``kernel``: ``se`` (the
+    spec's), ``matern52`` or ``periodic`` (of period ``period``), at the same length scale."""
 
     name: str = "gp"
     min_context: int = 3
@@ -97,9 +99,11 @@ class GPTaskConfig(TaskConfig):
     length_scale: float = 0.4  # squared-exponential kernel
     signal_std: float = 1.0
     noise_var: float = 2e-2  # observation noise variance
+    kernel: Literal["se", "matern52", "periodic"] = "se"
+    period: float = 1.0  # the periodic kernel's period
 
     def check(self, section: str) -> None:
-        check_positive(self, section, "min_context", "max_context", "length_scale", "signal_std")
+        check_positive(self, section, "min_context", "max_context", "length_scale", "signal_std", "period")
         for lo, hi in (("min_context", "max_context"), ("min_extra_target", "max_extra_target")):
             if not 0 <= getattr(self, lo) <= getattr(self, hi):
                 raise ConfigError(f"config key '{section}.{lo}': must be in 0..{section}.{hi} "
@@ -121,14 +125,16 @@ class GPTask(TaskFamily):
         """Curves ``indices`` of meta-step ``step``: context_x/y (E, Nc, 1), context_mask (E, Nc),
         target_x/y (E, Nt, 1), target_mask (E, Nt), num_context/num_target (E,)."""
         c = self.cfg
-
-        def one(g: torch.Generator) -> GPBatch:
-            return sample_gp_curves(1, min_context=c.min_context, max_context=c.max_context,
-                                    min_extra_target=c.min_extra_target, max_extra_target=c.max_extra_target,
-                                    length_scale=c.length_scale, signal_std=c.signal_std, noise_var=c.noise_var,
-                                    x_range=GP_X_RANGE, generator=g)
-
-        return draw_items(indices, seed=seed, step=step, split=split, draw=one)
+        indices = [int(i) for i in indices]
+        if not indices:
+            raise ValueError("indices is empty: a meta-batch needs at least one item")
+        # item i from its own seed, as draw_items would, but with one batched Cholesky for all
+        purpose = split_purpose(split)
+        return sample_gp_curves(len(indices), min_context=c.min_context, max_context=c.max_context,
+                                min_extra_target=c.min_extra_target, max_extra_target=c.max_extra_target,
+                                length_scale=c.length_scale, signal_std=c.signal_std, noise_var=c.noise_var,
+                                x_range=GP_X_RANGE, kernel=c.kernel, period=c.period,
+                                generators=[generator(seed, step, i, purpose) for i in indices])
 
     def shapes(self) -> dict[str, Any]:
         c = self.cfg
@@ -138,4 +144,5 @@ class GPTask(TaskFamily):
 register_task("sinusoid", "regression", SinusoidTaskConfig, SinusoidTask,
               "sinusoid regression, amplitude U[0.1, 5], phase U[0, pi], K support points (MAML)")
 register_task("gp", "regression", GPTaskConfig, GPTask,
-              "1-D Gaussian-process curves (SE kernel, length 0.4), 3-50 context points (CNP)")
+              "1-D Gaussian-process curves (SE, Matern-5/2 or periodic kernel, length 0.4), 3-50 context points "
+              "(CNP, NP, ANP)")
