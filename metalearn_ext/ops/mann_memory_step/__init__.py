@@ -1,13 +1,14 @@
 """`mann_memory_step`: one whole LRUA memory step of MANN — zero, write, read, usage (specs/memory_np.md §1)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from metalearn_ext.ops import registry
 from metalearn_ext.ops.choice import choose_backend
 from metalearn_ext.ops.mann_memory_step.reference import least_used, mann_memory_step_reference
 from metalearn_ext.ops.mann_memory_step.shapes import check_args, fake_mann_memory_step
-from metalearn_ext.ops.registry import OpSpec
+from metalearn_ext.ops.registry import Kernel, OpSpec
 
 __all__ = ["SPEC", "check_args", "least_used", "mann_memory_step", "mann_memory_step_reference"]
 
@@ -15,7 +16,11 @@ SPEC = registry.register(OpSpec(
     name="mann_memory_step",
     reference=mann_memory_step_reference,
     fake=fake_mann_memory_step,
-    kernels={},
+    kernels={
+        "cpp": Kernel(dtypes=(torch.float32, torch.float64)),
+        "cuda": Kernel(dtypes=(torch.float32,)),
+        "triton": Kernel(dtypes=(torch.float32,)),
+    },
 ))
 
 
@@ -41,5 +46,12 @@ def mann_memory_step(memory: Tensor, usage: Tensor, read_weights: Tensor, keys: 
     """
     args = (memory, usage, read_weights, keys, add, alpha, gamma)
     check_args(*args)
-    choose_backend("mann_memory_step", backend, *args)
-    return mann_memory_step_reference(*args)
+    name = choose_backend("mann_memory_step", backend, *args)
+    if name == "reference":
+        return mann_memory_step_reference(*args)
+    if name == "triton":
+        from metalearn_ext.ops.mann_memory_step.triton import mann_memory_step_triton
+
+        return mann_memory_step_triton(*args)
+    return tuple(torch.ops.metalearn_ext.mann_memory_step(memory, usage, read_weights, keys, add, alpha,
+                                                          float(gamma)))  # cpp or cuda: by device
