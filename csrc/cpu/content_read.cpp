@@ -30,9 +30,9 @@ struct Args {
 template <typename T>
 METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
-  std::vector<T> Mt(W * S), scratch(S + H + H * S);
+  std::vector<T> Mt(W * transposed_stride(S)), scratch(S + H + H * S);
   for (int64_t b = b0; b < b1; ++b) {
-    transpose(a.M + b * S * W, S, W, Mt.data());
+    transpose(a.M + b * S * W, S, W, Mt.data(), transposed_stride(S));
     content_read_one<T>(a.M + b * S * W, Mt.data(), a.K + b * H * W, a.beta ? a.beta + b * H : nullptr, S, H, W,
                         T(metalearn_ext::kCosEps), a.weights + b * H * S, a.reads + b * H * W, scratch.data(),
                         scratch.data() + S, scratch.data() + S + H);
@@ -42,10 +42,10 @@ METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
 template <typename T>
 METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
-  std::vector<T> Mt(W * S), scratch(content_read_scratch(S, H));
+  std::vector<T> Mt(W * transposed_stride(S)), scratch(content_read_scratch(S, H));
   for (int64_t b = b0; b < b1; ++b) {
     const T* M = a.M + b * S * W;
-    transpose(M, S, W, Mt.data());
+    transpose(M, S, W, Mt.data(), transposed_stride(S));
     T* gM = a.gM + b * S * W;
     std::fill(gM, gM + S * W, T(0));
     content_read_backward_one<T>(M, Mt.data(), a.K + b * H * W, a.beta ? a.beta + b * H : nullptr, a.gW + b * H * S,

@@ -144,24 +144,29 @@ METALEARN_INLINE void softmax_row(float* z, int64_t n) {
   for (int64_t i = 0; i < n; ++i) z[i] *= inv;
 }
 
-// dst (C,R) = srcᵀ for src (R,C), scalar.
+// The row stride of a transposed memory (W rows of S): S padded so that it is never a multiple of 64
+// floats, whose power-of-two strides would map a column walk onto a few L1 sets.
+inline int64_t transposed_stride(int64_t S) { return S % 64 == 0 ? S + 16 : S; }
+
+// dst (C,R) with row stride ld = srcᵀ for src (R,C), scalar.
 template <typename T>
-METALEARN_INLINE void transpose_scalar(const T* src, int64_t R, int64_t C, T* dst, int64_t r0, int64_t c0) {
+METALEARN_INLINE void transpose_scalar(const T* src, int64_t R, int64_t C, T* dst, int64_t ld, int64_t r0,
+                                       int64_t c0) {
   for (int64_t r = r0; r < R; ++r)
-    for (int64_t c = 0; c < C; ++c) dst[c * R + r] = src[r * C + c];
+    for (int64_t c = 0; c < C; ++c) dst[c * ld + r] = src[r * C + c];
   for (int64_t r = 0; r < r0; ++r)
-    for (int64_t c = c0; c < C; ++c) dst[c * R + r] = src[r * C + c];
+    for (int64_t c = c0; c < C; ++c) dst[c * ld + r] = src[r * C + c];
 }
 
 template <typename T>
-METALEARN_INLINE void transpose(const T* src, int64_t R, int64_t C, T* dst) {
-  transpose_scalar(src, R, C, dst, 0, C);
+METALEARN_INLINE void transpose(const T* src, int64_t R, int64_t C, T* dst, int64_t ld) {
+  transpose_scalar(src, R, C, dst, ld, 0, C);
 }
 
 #if METALEARN_SIMD
 // float: 8×8 blocks through 24 register shuffles (the AVX unpack / shuffle / permute2f128 network);
 // a scalar transpose stores with a stride of R floats and runs several times slower.
-METALEARN_INLINE void transpose(const float* src, int64_t R, int64_t C, float* dst) {
+METALEARN_INLINE void transpose(const float* src, int64_t R, int64_t C, float* dst, int64_t ld) {
   using V = V8;
   const int64_t R8 = R & ~int64_t{7}, C8 = C & ~int64_t{7};
   for (int64_t r = 0; r < R8; r += 8) {
@@ -179,32 +184,34 @@ METALEARN_INLINE void transpose(const float* src, int64_t R, int64_t C, float* d
         u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
       }
       for (int i = 0; i < 4; ++i) {
-        vstore(dst + (c + i) * R + r, __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11));
-        vstore(dst + (c + i + 4) * R + r, __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+        vstore(dst + (c + i) * ld + r, __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+        vstore(dst + (c + i + 4) * ld + r, __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15));
       }
     }
   }
-  transpose_scalar(src, R, C, dst, R8, C8);
+  transpose_scalar(src, R, C, dst, ld, R8, C8);
 }
 #endif
 
 // The memory is used both as M (S,W) and transposed, Mt (W,S), so that every product is a gemv_acc over
 // contiguous rows: cosines and their gradients run along S, reads and the keys' gradients along W.
 
-// One batch element: memory M (S,W) and Mt = Mᵀ, keys K (H,W), beta (H) or nullptr (1).
+// One batch element: memory M (S,W) and Mt = Mᵀ (row stride transposed_stride(S)), keys K (H,W), beta (H)
+// or nullptr (1).
 //   cos (H,S) = K·Mᵀ / norms; weights (H,S) = softmax_S(beta·cos); reads (H,W) = weights·M.
 // minv (S) and kinv (H) receive the inverse norms (|x|² + eps)^-1/2, cos (H,S) the cosines.
 template <typename T>
 METALEARN_INLINE void content_read_one(const T* M, const T* Mt, const T* K, const T* beta, int64_t S, int64_t H,
                                        int64_t W, T eps, T* weights, T* reads, T* minv, T* kinv, T* cos) {
-  column_sq_norms(Mt, S, W, S, minv);
+  const int64_t ldt = transposed_stride(S);
+  column_sq_norms(Mt, ldt, W, S, minv);
   for (int64_t s = 0; s < S; ++s) minv[s] = T(1) / std::sqrt(minv[s] + eps);
   for (int64_t h = 0; h < H; ++h) {
     const T* k = K + h * W;
     kinv[h] = T(1) / std::sqrt(row_dot(k, k, W) + eps);
     T* c = cos + h * S;
     std::fill(c, c + S, T(0));
-    gemv_acc(Mt, S, W, S, k, c);
+    gemv_acc(Mt, ldt, W, S, k, c);
     const T scale = beta ? beta[h] : T(1);
     T* z = weights + h * S;
     for (int64_t s = 0; s < S; ++s) {
@@ -237,13 +244,14 @@ METALEARN_INLINE void content_read_backward_one(const T* M, const T* Mt, const T
   T* w = xb + H;         // (H,S) weights
   T* cos = w + H * S;    // (H,S) cosines
   T* gc = cos + H * S;   // (H,S) upstream of the weights, then kinv·minv·dL/dcos
+  const int64_t ldt = transposed_stride(S);
   content_read_one(M, Mt, K, beta, S, H, W, eps, w, gK, minv, kinv, cos);  // gK: the reads, overwritten below
   std::fill(self, self + S, T(0));
   for (int64_t h = 0; h < H; ++h) {
     const T* ws = w + h * S;
     T* g = gc + h * S;
     std::copy(gW + h * S, gW + (h + 1) * S, g);
-    gemv_acc(Mt, S, W, S, gR + h * W, g);  // reads = w·M: dL/dw += gR·Mᵀ
+    gemv_acc(Mt, ldt, W, S, gR + h * W, g);  // reads = w·M: dL/dw += gR·Mᵀ
     // softmax: dz = w ⊙ (g − Σ w g); z = beta·cos.
     const T dot = row_dot(ws, g, S);
     const T scale = beta ? beta[h] : T(1);

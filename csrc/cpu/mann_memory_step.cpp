@@ -73,13 +73,13 @@ METALEARN_INLINE void write_memory(const T* M, const T* rw, const T* add, const 
     for (int64_t h = 0; h < H; ++h) x[h] = ww[h * S + s];
     gemv_acc(add, W, H, W, x, m);
   }
-  transpose(Mn, S, W, Mt);
+  transpose(Mn, S, W, Mt, transposed_stride(S));
 }
 
 template <typename T>
 METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
-  std::vector<T> Mt(W * S), scratch(S + 2 * H + H * S);
+  std::vector<T> Mt(W * transposed_stride(S)), scratch(S + 2 * H + H * S);
   std::vector<int64_t> slots(H);
   std::vector<char> taken(S);
   for (int64_t b = b0; b < b1; ++b) {
@@ -103,7 +103,7 @@ template <typename T>
 METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
   std::vector<T> scratch(content_read_scratch(S, H));
-  std::vector<T> Mn(S * W), Mt(W * S), gMt(W * S), ww(H * S), gw(H * S);
+  std::vector<T> Mn(S * W), Mt(W * transposed_stride(S)), gMt(W * transposed_stride(S)), ww(H * S), gw(H * S);
   std::vector<int64_t> slots(H);
   std::vector<char> taken(S);
   for (int64_t b = b0; b < b1; ++b) {
@@ -122,13 +122,13 @@ METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
     content_read_backward_one<T>(Mn.data(), Mt.data(), a.K + b * H * W, nullptr, gw.data(), a.greads + b * H * W, S,
                                  H, W, T(metalearn_ext::kCosEps), gM, a.gK + b * H * W, nullptr, scratch.data());
     // memory' = keep ⊙ memory + wwᵀ·add.
-    transpose(gM, S, W, gMt.data());
+    transpose(gM, S, W, gMt.data(), transposed_stride(S));
     const T* gww_out = a.gww + b * H * S;
     T* grw = a.grw + b * H * S;
     for (int64_t h = 0; h < H; ++h) {
       T* g = gw.data() + h * S;  // the total upstream of ww[h]
       for (int64_t s = 0; s < S; ++s) g[s] = gww_out[h * S + s] + gu_out[s];
-      gemv_acc(gMt.data(), S, W, S, add + h * W, g);
+      gemv_acc(gMt.data(), transposed_stride(S), W, S, add + h * W, g);
       T* gadd = a.gadd + (b * H + h) * W;
       std::fill(gadd, gadd + W, T(0));
       gemv_acc(gM, W, S, W, ww.data() + h * S, gadd);

@@ -23,10 +23,10 @@ CASES = {  # case -> (argument to replace, replacement, pattern the message must
     "keys_no_heads": ("keys", torch.zeros(B, 0, W), r"keys must be of shape \(B, H, W\)"),
     "beta_H": ("beta", torch.zeros(B, H + 1), r"beta must be None or of shape \(B, H\) = \(2, 3\) \(H from keys\)"),
     "beta_rank": ("beta", torch.zeros(B * H), r"beta must be None or of shape \(B, H\) = \(2, 3\)"),
-    "memory_int": ("memory", torch.zeros(B, S, W, dtype=torch.int64), r"memory must be a floating-point tensor, "
-                                                                      r"got torch.int64"),
-    "keys_dtype": ("keys", torch.zeros(B, H, W, dtype=torch.float64), r"keys must be of dtype torch.float32 like "
-                                                                      r"memory, got torch.float64"),
+    "memory_int": ("memory", torch.zeros(B, S, W, dtype=torch.int64), (r"memory must be a floating-point tensor, "
+                                                                      r"got torch.int64")),
+    "keys_dtype": ("keys", torch.zeros(B, H, W, dtype=torch.float64), (r"keys must be of dtype torch.float32 like "
+                                                                      r"memory, got torch.float64")),
     "beta_dtype": ("beta", torch.zeros(B, H, dtype=torch.float64), r"beta must be of dtype torch.float32 like memory"),
 }
 

@@ -11,7 +11,11 @@ import torch
 
 import metalearn_ext
 from metalearn_ext.ops.choice import choose_backend
-from metalearn_ext.ops.mann_memory_step import least_used, mann_memory_step, mann_memory_step_reference
+from metalearn_ext.ops.mann_memory_step import (
+    least_used,
+    mann_memory_step,
+    mann_memory_step_reference,
+)
 from metalearn_ext.ops.mann_memory_step.inputs import make_inputs, make_upstream
 from metalearn_ext.ops.testing import outputs_and_grads
 from tests.ops.conftest import assert_close_fp32, float64_truth, nan_filled_allocations

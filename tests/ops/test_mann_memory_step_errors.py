@@ -23,14 +23,14 @@ CASES = {  # case -> (argument to replace, replacement, pattern the message must
     "keys_too_many_heads": ("keys", torch.zeros(B, S + 1, W), r"keys must be of shape .* with 1 <= H <= S = 5"),
     "keys_rank": ("keys", torch.zeros(B, W), r"keys must be of shape \(B, H, W\)"),
     "usage_S": ("usage", torch.zeros(B, S + 1), r"usage must be of shape \(B, S\) = \(2, 5\), got \(2, 6\)"),
-    "read_weights_H": ("read_weights", torch.zeros(B, H + 1, S), r"read_weights must be of shape \(B, H, S\) = "
-                                                                 r"\(2, 3, 5\)"),
+    "read_weights_H": ("read_weights", torch.zeros(B, H + 1, S), (r"read_weights must be of shape \(B, H, S\) = "
+                                                                 r"\(2, 3, 5\)")),
     "add_W": ("add", torch.zeros(B, H, W - 1), r"add must be of shape \(B, H, W\) = \(2, 3, 4\)"),
     "alpha_rank": ("alpha", torch.zeros(B, H, 1), r"alpha must be of shape \(B, H\) = \(2, 3\), got \(2, 3, 1\)"),
-    "memory_int": ("memory", torch.zeros(B, S, W, dtype=torch.int32), r"memory must be a floating-point tensor, "
-                                                                      r"got torch.int32"),
-    "usage_dtype": ("usage", torch.zeros(B, S, dtype=torch.float64), r"usage must be of dtype torch.float32 like "
-                                                                     r"memory, got torch.float64"),
+    "memory_int": ("memory", torch.zeros(B, S, W, dtype=torch.int32), (r"memory must be a floating-point tensor, "
+                                                                      r"got torch.int32")),
+    "usage_dtype": ("usage", torch.zeros(B, S, dtype=torch.float64), (r"usage must be of dtype torch.float32 like "
+                                                                     r"memory, got torch.float64")),
     "alpha_dtype": ("alpha", torch.zeros(B, H, dtype=torch.float64), r"alpha must be of dtype torch.float32"),
 }
 

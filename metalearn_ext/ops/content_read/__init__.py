@@ -6,11 +6,23 @@ from torch import Tensor
 
 from metalearn_ext.ops import registry
 from metalearn_ext.ops.choice import choose_backend
-from metalearn_ext.ops.content_read.reference import COS_EPS, content_read_reference, cosine_similarity
+from metalearn_ext.ops.content_read.reference import (
+    COS_EPS,
+    content_read_reference,
+    cosine_similarity,
+)
 from metalearn_ext.ops.content_read.shapes import check_args, fake_content_read
-from metalearn_ext.ops.registry import Kernel, OpSpec
+from metalearn_ext.ops.registry import Kernel, OpSpec, Verdict
 
 __all__ = ["COS_EPS", "SPEC", "check_args", "content_read", "content_read_reference", "cosine_similarity"]
+
+
+def _fits_shared_memory(memory, keys, *rest) -> Verdict:
+    """The CUDA kernel keeps per-slot norms and the slot choice in 48 KiB of shared memory
+    (csrc/cuda/content_read_kernels.cuh, memory_smem_bytes)."""
+    S, H = memory.shape[1], keys.shape[1]
+    return 4 * (3 * S + 3 * H + 512) <= 48 * 1024, f"supports 3·(S + H) + 512 <= 12288, got S={S}, H={H}"
+
 
 SPEC = registry.register(OpSpec(
     name="content_read",
@@ -18,7 +30,7 @@ SPEC = registry.register(OpSpec(
     fake=fake_content_read,
     kernels={
         "cpp": Kernel(dtypes=(torch.float32, torch.float64)),
-        "cuda": Kernel(dtypes=(torch.float32,)),
+        "cuda": Kernel(dtypes=(torch.float32,), supports=_fits_shared_memory),
         "triton": Kernel(dtypes=(torch.float32,)),
     },
 ))

@@ -52,7 +52,7 @@ if triton is not None:
     def _head_backward(m, minv, k, scale, smask, g_w, g_r, eps):
         # One head's gradients for upstream g_w (BLOCK_S,) on the weights and g_r (BLOCK_W,) on the reads:
         # (dL/dm contribution (BLOCK_S, BLOCK_W), dL/dk (BLOCK_W,), dL/dscale, weights).
-        cos, w, reads, kinv = _head_forward(m, minv, k, scale, smask, eps)
+        cos, w, _, kinv = _head_forward(m, minv, k, scale, smask, eps)
         g = g_w + tl.sum(m * g_r[None, :], axis=1)  # reads = w·M
         dz = w * (g - tl.sum(w * g, axis=0))  # softmax
         g_scale = tl.sum(dz * cos, axis=0)
@@ -78,7 +78,7 @@ if triton is not None:
             scale = 1.0
             if HAS_BETA:
                 scale = tl.load(beta_ptr + b * H + h)
-            cos, w, reads, kinv = _head_forward(m, minv, k, scale, smask, eps)
+            _, w, reads, _ = _head_forward(m, minv, k, scale, smask, eps)
             tl.store(w_ptr + (b * H + h) * S + s, w, mask=smask)
             tl.store(r_ptr + (b * H + h) * W + j, reads, mask=jmask)
 
@@ -102,7 +102,7 @@ if triton is not None:
                 scale = tl.load(beta_ptr + b * H + h)
             g_w = tl.load(gw_ptr + (b * H + h) * S + s, mask=smask, other=0.0)
             g_r = tl.load(gr_ptr + (b * H + h) * W + j, mask=jmask, other=0.0)
-            g_m, g_k, g_scale, w = _head_backward(m, minv, k, scale, smask, g_w, g_r, eps)
+            g_m, g_k, g_scale, _ = _head_backward(m, minv, k, scale, smask, g_w, g_r, eps)
             g_mem += g_m
             tl.store(gk_ptr + (b * H + h) * W + j, g_k, mask=jmask)
             if HAS_BETA:

@@ -24,7 +24,12 @@ from metalearn_ext.ops.mann_memory_step.shapes import fake_mann_memory_step
 from metalearn_ext.ops.triton_support import tl, triton
 
 if triton is not None:
-    from metalearn_ext.ops.content_read.triton import _head_backward, _head_forward, _inv_norms, block_sizes
+    from metalearn_ext.ops.content_read.triton import (
+        _head_backward,
+        _head_forward,
+        _inv_norms,
+        block_sizes,
+    )
 
 __all__ = ["mann_memory_step_triton"]
 
@@ -73,13 +78,13 @@ if triton is not None:
         j = tl.arange(0, BLOCK_W)
         smask = s < S
         jmask = j < W
-        m, usage, first = _write(mem_ptr, u_ptr, rw_ptr, add_ptr, alpha_ptr, ww_ptr, slots_ptr, b, H, S, W, s, j,
-                                 smask, jmask, True, BLOCK_S, BLOCK_W)
+        m, usage, _ = _write(mem_ptr, u_ptr, rw_ptr, add_ptr, alpha_ptr, ww_ptr, slots_ptr, b, H, S, W, s, j,
+                             smask, jmask, True, BLOCK_S, BLOCK_W)
         tl.store(mo_ptr + b * S * W + s[:, None] * W + j[None, :], m, mask=smask[:, None] & jmask[None, :])
         minv = _inv_norms(m, eps)
         for h in range(H):
             k = tl.load(keys_ptr + (b * H + h) * W + j, mask=jmask, other=0.0)
-            cos, w, reads, kinv = _head_forward(m, minv, k, 1.0, smask, eps)
+            _, w, reads, _ = _head_forward(m, minv, k, 1.0, smask, eps)
             tl.store(rwo_ptr + (b * H + h) * S + s, w, mask=smask)
             tl.store(reads_ptr + (b * H + h) * W + j, reads, mask=jmask)
             usage += w
@@ -107,7 +112,7 @@ if triton is not None:
             k = tl.load(keys_ptr + (b * H + h) * W + j, mask=jmask, other=0.0)
             g_w = tl.load(grwo_ptr + (b * H + h) * S + s, mask=smask, other=0.0) + g_u
             g_r = tl.load(greads_ptr + (b * H + h) * W + j, mask=jmask, other=0.0)
-            g_m, g_k, g_scale, w = _head_backward(m, minv, k, 1.0, smask, g_w, g_r, eps)
+            g_m, g_k, _, _ = _head_backward(m, minv, k, 1.0, smask, g_w, g_r, eps)
             g_mem += g_m
             tl.store(gk_ptr + (b * H + h) * W + j, g_k, mask=jmask)
         # memory' = keep ⊙ memory + Σ_h ww[h] ⊗ add[h];  ww = alpha·rw + (1 − alpha)·one_hot(slot h).
