@@ -208,6 +208,9 @@ __device__ __forceinline__ void write_block(const float* M, const float* rw, con
   __syncthreads();
 }
 
+// Kernels have internal linkage: both csrc/cuda/*.cu files include this header, each launching its own.
+namespace {
+
 // ---------------------------------------------------------------------------------------------------
 // Kernels. Shared memory, one layout for all: floats minv (S), self (S), kinv (H), ksum (H), red
 // (kMemThreads); then ints taken (S), slots (H), ri (kMemThreads) for mann_memory_step.
@@ -322,4 +325,5 @@ __global__ void __launch_bounds__(kMemThreads)
   for (int s = threadIdx.x; s < S; s += kMemThreads) grad_usage[b * S + s] = gamma * gu[s];
 }
 
+}  // namespace
 }  // namespace metalearn_ext
