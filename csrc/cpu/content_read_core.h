@@ -2,8 +2,10 @@
 // kernels of content_read and mann_memory_step. Everything is always-inlined, so an entry point
 // compiled for another ISA (cpu/isa_dispatch.h) gets its own copy.
 //
-// Row loops over W keep LANES independent partial sums, so GCC vectorizes them without -ffast-math;
-// float softmax rows use the vector exp of cpu/simd_exp.h, double the libm exp (exact for gradcheck).
+// Every product is a register-blocked gemv_acc over contiguous rows (explicit 8-lane vectors for float,
+// so no horizontal sums and no -ffast-math); float softmax rows use the vector exp of cpu/simd_exp.h,
+// double the libm exp (exact for gradcheck). The 8-lane vectors are AVX2 registers: the SSE2 baseline
+// build (CPUs without AVX2) is correct but splits them and is several times slower.
 #pragma once
 
 #include <algorithm>
