@@ -19,4 +19,18 @@ TORCH_LIBRARY(metalearn_ext, m) {
   m.def("vsml_step_backward(Tensor grad_h, Tensor grad_c, Tensor grad_fwd_mean, Tensor grad_bwd_mean,"
         " Tensor h, Tensor c, Tensor fwd_in, Tensor bwd_in, Tensor weight, Tensor bias, int ticks)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // specs/memory_np.md §1. memory (B,S,W); keys (B,H,W); beta (B,H) or None (1).
+  // Returns (weights (B,H,S) = softmax_S(beta·cos(keys, memory)), reads (B,H,W) = weights·memory).
+  m.def("content_read(Tensor memory, Tensor keys, Tensor? beta) -> (Tensor, Tensor)");
+  // Gradients w.r.t. memory, keys and (only when given) beta, recomputed from the inputs.
+  m.def("content_read_backward(Tensor grad_weights, Tensor grad_reads, Tensor memory, Tensor keys, Tensor? beta)"
+        " -> Tensor[]");
+  // specs/memory_np.md §1, one LRUA step. memory (B,S,W), usage (B,S), read_weights (B,H,S), keys, add (B,H,W),
+  // alpha (B,H). Returns (memory', read_weights', reads (B,H,W), usage', write_weights (B,H,S)).
+  m.def("mann_memory_step(Tensor memory, Tensor usage, Tensor read_weights, Tensor keys, Tensor add, Tensor alpha,"
+        " float gamma) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Gradients w.r.t. the six tensor inputs, recomputed from them (none through the choice of slots).
+  m.def("mann_memory_step_backward(Tensor grad_memory_out, Tensor grad_read_weights_out, Tensor grad_reads,"
+        " Tensor grad_usage_out, Tensor grad_write_weights, Tensor memory, Tensor usage, Tensor read_weights,"
+        " Tensor keys, Tensor add, Tensor alpha, float gamma) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -1,21 +1,38 @@
 """`content_read`: cosine content addressing of a memory and the weighted read (specs/memory_np.md §1)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from metalearn_ext.ops import registry
 from metalearn_ext.ops.choice import choose_backend
-from metalearn_ext.ops.content_read.reference import COS_EPS, content_read_reference, cosine_similarity
+from metalearn_ext.ops.content_read.reference import (
+    COS_EPS,
+    content_read_reference,
+    cosine_similarity,
+)
 from metalearn_ext.ops.content_read.shapes import check_args, fake_content_read
-from metalearn_ext.ops.registry import OpSpec
+from metalearn_ext.ops.registry import Kernel, OpSpec, Verdict
 
 __all__ = ["COS_EPS", "SPEC", "check_args", "content_read", "content_read_reference", "cosine_similarity"]
+
+
+def _fits_shared_memory(memory, keys, *rest) -> Verdict:
+    """The CUDA kernel keeps per-slot norms and the slot choice in 48 KiB of shared memory
+    (csrc/cuda/content_read_kernels.cuh, memory_smem_bytes)."""
+    S, H = memory.shape[1], keys.shape[1]
+    return 4 * (3 * S + 3 * H + 512) <= 48 * 1024, f"supports 3·(S + H) + 512 <= 12288, got S={S}, H={H}"
+
 
 SPEC = registry.register(OpSpec(
     name="content_read",
     reference=content_read_reference,
     fake=fake_content_read,
-    kernels={},
+    kernels={
+        "cpp": Kernel(dtypes=(torch.float32, torch.float64)),
+        "cuda": Kernel(dtypes=(torch.float32,), supports=_fits_shared_memory),
+        "triton": Kernel(dtypes=(torch.float32,)),
+    },
 ))
 
 
@@ -34,5 +51,11 @@ def content_read(memory: Tensor, keys: Tensor, beta: Tensor | None = None,
         cosine 0 (never NaN); reads (B, H, W) = weights · memory. Differentiable w.r.t. every tensor input.
     """
     check_args(memory, keys, beta)
-    choose_backend("content_read", backend, memory, keys, beta)
-    return content_read_reference(memory, keys, beta)
+    name = choose_backend("content_read", backend, memory, keys, beta)
+    if name == "reference":
+        return content_read_reference(memory, keys, beta)
+    if name == "triton":
+        from metalearn_ext.ops.content_read.triton import content_read_triton
+
+        return content_read_triton(memory, keys, beta)
+    return tuple(torch.ops.metalearn_ext.content_read(memory, keys, beta))  # cpp or cuda: by device

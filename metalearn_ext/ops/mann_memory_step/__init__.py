@@ -1,21 +1,37 @@
 """`mann_memory_step`: one whole LRUA memory step of MANN — zero, write, read, usage (specs/memory_np.md §1)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from metalearn_ext.ops import registry
 from metalearn_ext.ops.choice import choose_backend
-from metalearn_ext.ops.mann_memory_step.reference import least_used, mann_memory_step_reference
+from metalearn_ext.ops.mann_memory_step.reference import (
+    least_used,
+    mann_memory_step_reference,
+)
 from metalearn_ext.ops.mann_memory_step.shapes import check_args, fake_mann_memory_step
-from metalearn_ext.ops.registry import OpSpec
+from metalearn_ext.ops.registry import Kernel, OpSpec, Verdict
 
 __all__ = ["SPEC", "check_args", "least_used", "mann_memory_step", "mann_memory_step_reference"]
+
+
+def _fits_shared_memory(memory, usage, read_weights, keys, *rest) -> Verdict:
+    """The CUDA kernel keeps per-slot norms and the slot choice in 48 KiB of shared memory
+    (csrc/cuda/content_read_kernels.cuh, memory_smem_bytes)."""
+    S, H = memory.shape[1], keys.shape[1]
+    return 4 * (3 * S + 3 * H + 512) <= 48 * 1024, f"supports 3·(S + H) + 512 <= 12288, got S={S}, H={H}"
+
 
 SPEC = registry.register(OpSpec(
     name="mann_memory_step",
     reference=mann_memory_step_reference,
     fake=fake_mann_memory_step,
-    kernels={},
+    kernels={
+        "cpp": Kernel(dtypes=(torch.float32, torch.float64)),
+        "cuda": Kernel(dtypes=(torch.float32,), supports=_fits_shared_memory),
+        "triton": Kernel(dtypes=(torch.float32,)),
+    },
 ))
 
 
@@ -41,5 +57,12 @@ def mann_memory_step(memory: Tensor, usage: Tensor, read_weights: Tensor, keys: 
     """
     args = (memory, usage, read_weights, keys, add, alpha, gamma)
     check_args(*args)
-    choose_backend("mann_memory_step", backend, *args)
-    return mann_memory_step_reference(*args)
+    name = choose_backend("mann_memory_step", backend, *args)
+    if name == "reference":
+        return mann_memory_step_reference(*args)
+    if name == "triton":
+        from metalearn_ext.ops.mann_memory_step.triton import mann_memory_step_triton
+
+        return mann_memory_step_triton(*args)
+    return tuple(torch.ops.metalearn_ext.mann_memory_step(memory, usage, read_weights, keys, add, alpha,
+                                                          float(gamma)))  # cpp or cuda: by device

@@ -1,0 +1,111 @@
+"""content_read and mann_memory_step: every usable backend against reference eager and reference under
+torch.compile, at MANN's sizes (B, H, S, W).
+
+A correctness check against the float64 reference runs first; a wrong kernel reports no speed. The
+natural unit is head-slot addressings per second (B·H·S cosines, softmax entries and read terms).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+
+import torch
+
+import metalearn_ext
+from benchmarks.bench_vsml_step import add_speedups
+from benchmarks.timing import median_seconds
+from metalearn_ext.ops.content_read import content_read, content_read_reference
+from metalearn_ext.ops.content_read import inputs as read_inputs
+from metalearn_ext.ops.mann_memory_step import inputs as step_inputs
+from metalearn_ext.ops.mann_memory_step import (
+    mann_memory_step,
+    mann_memory_step_reference,
+)
+from metalearn_ext.ops.testing import outputs_and_grads
+
+SHAPES = [(16, 4, 128, 40), (256, 4, 128, 40), (16, 8, 1024, 64)]  # (B, H, S, W); the paper's first
+GAMMA = 0.95
+
+
+def _variants(device: str, reference: Callable, compiled_op: Callable) -> dict[str, Callable]:
+    """name -> callable for every variant to time on this device ($METALEARN_BENCH_VARIANTS limits them).
+    Triton is timed on GPU only: on CPU it runs in its interpreter, which says nothing about speed."""
+    torch._dynamo.config.cache_size_limit = 64
+    out = {"reference": reference, "reference+compile": torch.compile(reference, dynamic=False)}
+    report = metalearn_ext.backends()
+    for name in ("cpp",) if device == "cpu" else ("cuda", "triton"):
+        if report[name].available:
+            out[name] = functools.partial(compiled_op, backend=name)
+    only = [v for v in os.environ.get("METALEARN_BENCH_VARIANTS", "").split(",") if v]
+    return {k: v for k, v in out.items() if not only or k in only}
+
+
+def _check(fn, reference, inputs, upstream) -> str | None:
+    """None if fn's outputs and gradients match the float64 reference, else what differs."""
+    want = outputs_and_grads(reference, [x.double() for x in inputs], [u.double() for u in upstream])
+    got = outputs_and_grads(fn, inputs, upstream)
+    for i, (g, w) in enumerate(zip([*got[0], *got[1]], [*want[0], *want[1]])):
+        scale = max(1.0, w.abs().max().item())
+        err = (g.double() - w).abs().max().item()
+        if not err <= 1e-4 * scale:  # also catches NaN
+            return f"output/gradient #{i}: max abs error {err:.3g} (allowed {1e-4 * scale:.3g})"
+    return None
+
+
+def _run(op: str, device: str, shapes, reference: Callable, compiled_op: Callable, make_inputs: Callable,
+         make_upstream: Callable) -> list[dict]:
+    rows = []
+    variants = _variants(device, reference, compiled_op)
+    for shape in shapes:
+        B, H, S, _ = shape
+        inputs, upstream = make_inputs(*shape, device=device), make_upstream(*shape, device=device)
+        shape_rows = []
+        for name, fn in variants.items():
+            error = _check(fn, reference, inputs, upstream)
+            for mode in ("fwd", "fwd+bwd"):
+                row = {"op": op, "shape": list(shape), "backend": name, "mode": mode, "device": device,
+                       "ok": error is None, "error": error}
+                if error is None:
+                    if mode == "fwd":
+                        def call(fn=fn, inputs=inputs):
+                            with torch.no_grad():
+                                return fn(*inputs)
+                    else:
+                        call = functools.partial(outputs_and_grads, fn, inputs, upstream)
+                    t = median_seconds(call, device)
+                    row.update(median_ms=t * 1e3, addressings_per_s=B * H * S / t)
+                shape_rows.append(row)
+        add_speedups(shape_rows)
+        rows += shape_rows
+    return rows
+
+
+def run_content_read(device: str = "cpu", shapes=SHAPES) -> list[dict]:
+    """content_read with beta (B, H) given, as MANN-style models with a key strength call it."""
+    return _run("content_read", device, shapes, content_read_reference, content_read, read_inputs.make_inputs,
+                read_inputs.make_upstream)
+
+
+def run_mann_memory_step(device: str = "cpu", shapes=SHAPES) -> list[dict]:
+    return _run("mann_memory_step", device, shapes, functools.partial(mann_memory_step_reference, gamma=GAMMA),
+                functools.partial(mann_memory_step, gamma=GAMMA), step_inputs.make_inputs, step_inputs.make_upstream)
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = (f"{'shape (B,H,S,W)':<20} {'backend':<18} {'mode':<8} {'median ms':>10} {'M addr/s':>9} "
+            f"{'x ref':>7} {'x compiled':>10}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if not r["ok"]:
+            lines.append(f"{tuple(r['shape'])!s:<20} {r['backend']:<18} {r['mode']:<8} WRONG: {r['error']}")
+            continue
+        ratios = [f"{r[k]:>{w}.2f}" if k in r else f"{'-':>{w}}"
+                  for k, w in (("speedup_vs_reference", 7), ("speedup_vs_reference+compile", 10))]
+        lines.append(f"{tuple(r['shape'])!s:<20} {r['backend']:<18} {r['mode']:<8} {r['median_ms']:>10.3f} "
+                     f"{r['addressings_per_s'] / 1e6:>9.1f} {ratios[0]} {ratios[1]}")
+    return "\n".join(lines)
+
+
+BENCHES = {"content_read": run_content_read, "mann_memory_step": run_mann_memory_step}
+FORMATTERS = {"content_read": format_rows, "mann_memory_step": format_rows}

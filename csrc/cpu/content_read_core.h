@@ -1,0 +1,289 @@
+// The content read of one batch element (specs/memory_np.md §1), forward and backward, for the CPU
+// kernels of content_read and mann_memory_step. Everything is always-inlined, so an entry point
+// compiled for another ISA (cpu/isa_dispatch.h) gets its own copy.
+//
+// Every product is a register-blocked gemv_acc over contiguous rows (explicit 8-lane vectors for float,
+// so no horizontal sums and no -ffast-math); float softmax rows use the vector exp of cpu/simd_exp.h,
+// double the libm exp (exact for gradcheck). The 8-lane vectors are AVX2 registers: the SSE2 baseline
+// build (CPUs without AVX2) is correct but splits them and is several times slower.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "cpu/simd.h"
+#include "cpu/simd_exp.h"
+
+namespace metalearn_ext::cpu {
+
+template <typename T>
+METALEARN_INLINE T row_dot(const T* a, const T* b, int64_t n) {
+  T s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+template <typename T>
+METALEARN_INLINE void row_axpy(T* y, T a, const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// y[0:n] += Σ_r x[r]·A[r·lda + 0:n]: a row-major (rows, n) block times x, accumulated into y. Every
+// matrix product of the content read is this shape (the memory is used as (S, W) or transposed).
+template <typename T>
+METALEARN_INLINE void gemv_acc(const T* A, int64_t lda, int64_t rows, int64_t n, const T* x, T* y) {
+  for (int64_t r = 0; r < rows; ++r) row_axpy(y, x[r], A + r * lda, n);
+}
+
+#if METALEARN_SIMD
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+using V8 = Vec<8>::f;
+METALEARN_INLINE V8 splat8(float x) { return V8{x, x, x, x, x, x, x, x}; }  // one broadcast, no add
+#pragma GCC diagnostic pop
+#endif
+
+// float: 32 columns at a time in eight 8-lane accumulators (even and odd rows, so consecutive FMAs are
+// independent), y loaded and stored once per block rather than once per row.
+METALEARN_INLINE void gemv_acc(const float* A, int64_t lda, int64_t rows, int64_t n, const float* x, float* y) {
+#if METALEARN_SIMD
+  using V = V8;
+  const int64_t even = rows & ~int64_t{1};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    V a0 = vload<V>(y + i), a1 = vload<V>(y + i + 8), a2 = vload<V>(y + i + 16), a3 = vload<V>(y + i + 24);
+    V b0{}, b1{}, b2{}, b3{};
+    for (int64_t r = 0; r < even; r += 2) {
+      const float* p = A + r * lda + i;
+      const float* q = p + lda;
+      const V xp = splat8(x[r]), xq = splat8(x[r + 1]);
+      a0 += xp * vload<V>(p), a1 += xp * vload<V>(p + 8), a2 += xp * vload<V>(p + 16), a3 += xp * vload<V>(p + 24);
+      b0 += xq * vload<V>(q), b1 += xq * vload<V>(q + 8), b2 += xq * vload<V>(q + 16), b3 += xq * vload<V>(q + 24);
+    }
+    if (even < rows) {
+      const float* p = A + even * lda + i;
+      const V xp = splat8(x[even]);
+      a0 += xp * vload<V>(p), a1 += xp * vload<V>(p + 8), a2 += xp * vload<V>(p + 16), a3 += xp * vload<V>(p + 24);
+    }
+    vstore(y + i, a0 + b0), vstore(y + i + 8, a1 + b1), vstore(y + i + 16, a2 + b2), vstore(y + i + 24, a3 + b3);
+  }
+  const int64_t quad = rows & ~int64_t{3};
+  for (; i + 8 <= n; i += 8) {
+    V a0 = vload<V>(y + i), a1{}, a2{}, a3{};
+    for (int64_t r = 0; r < quad; r += 4) {
+      const float* p = A + r * lda + i;
+      a0 += splat8(x[r]) * vload<V>(p);
+      a1 += splat8(x[r + 1]) * vload<V>(p + lda);
+      a2 += splat8(x[r + 2]) * vload<V>(p + 2 * lda);
+      a3 += splat8(x[r + 3]) * vload<V>(p + 3 * lda);
+    }
+    for (int64_t r = quad; r < rows; ++r) a0 += splat8(x[r]) * vload<V>(A + r * lda + i);
+    vstore(y + i, (a0 + a1) + (a2 + a3));
+  }
+  for (; i < n; ++i) {
+    float acc = y[i];
+    for (int64_t r = 0; r < rows; ++r) acc += x[r] * A[r * lda + i];
+    y[i] = acc;
+  }
+#else
+  for (int64_t r = 0; r < rows; ++r) row_axpy(y, x[r], A + r * lda, n);
+#endif
+}
+
+// y[0:n] = Σ_r A[r·lda + 0:n]²: the squared norms of the columns of a (rows, n) block.
+template <typename T>
+METALEARN_INLINE void column_sq_norms(const T* A, int64_t lda, int64_t rows, int64_t n, T* y) {
+  std::fill(y, y + n, T(0));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < n; ++i) y[i] += A[r * lda + i] * A[r * lda + i];
+}
+
+// Row z (n entries) -> softmax(z), in place.
+METALEARN_INLINE void softmax_row(double* z, int64_t n) {
+  double m = -std::numeric_limits<double>::infinity(), sum = 0;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, z[i]);
+  for (int64_t i = 0; i < n; ++i) sum += (z[i] = std::exp(z[i] - m));
+  const double inv = 1 / sum;
+  for (int64_t i = 0; i < n; ++i) z[i] *= inv;
+}
+
+METALEARN_INLINE void softmax_row(float* z, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+#if METALEARN_SIMD
+  using V = Vec<8>::f;
+  using U = Vec<8>::u;
+  int64_t i = 0;
+  V vm = splat8(m);
+  for (; i + 8 <= n; i += 8) {
+    const V v = vload<V>(z + i);
+    vm = vselect(v > vm, v, vm);
+  }
+  for (int l = 0; l < 8; ++l) m = std::max(m, vm[l]);
+  for (; i < n; ++i) m = std::max(m, z[i]);
+  V acc = vset<V>(0.0f);
+  i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const V e = vexp<V, U>(vload<V>(z + i) - splat8(m));
+    vstore(z + i, e);
+    acc += e;
+  }
+  float sum = 0;
+  for (int l = 0; l < 8; ++l) sum += acc[l];
+  if (i < n) {  // the tail through one padded vector, so every entry gets the same exp
+    float pad[8];
+    for (int l = 0; l < 8; ++l) pad[l] = i + l < n ? z[i + l] - m : 0.0f;
+    const V e = vexp<V, U>(vload<V>(pad));
+    for (int l = 0; i + l < n; ++l) sum += (z[i + l] = e[l]);
+  }
+#else
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, z[i]);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += (z[i] = std::exp(z[i] - m));
+#endif
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) z[i] *= inv;
+}
+
+// The row stride of a transposed memory (W rows of S): S padded so that it is never a multiple of 64
+// floats, whose power-of-two strides would map a column walk onto a few L1 sets.
+inline int64_t transposed_stride(int64_t S) { return S % 64 == 0 ? S + 16 : S; }
+
+// dst (C,R) with row stride ld = srcᵀ for src (R,C), scalar.
+template <typename T>
+METALEARN_INLINE void transpose_scalar(const T* src, int64_t R, int64_t C, T* dst, int64_t ld, int64_t r0,
+                                       int64_t c0) {
+  for (int64_t r = r0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) dst[c * ld + r] = src[r * C + c];
+  for (int64_t r = 0; r < r0; ++r)
+    for (int64_t c = c0; c < C; ++c) dst[c * ld + r] = src[r * C + c];
+}
+
+template <typename T>
+METALEARN_INLINE void transpose(const T* src, int64_t R, int64_t C, T* dst, int64_t ld) {
+  transpose_scalar(src, R, C, dst, ld, 0, C);
+}
+
+#if METALEARN_SIMD
+// float: 8×8 blocks through 24 register shuffles (the AVX unpack / shuffle / permute2f128 network);
+// a scalar transpose stores with a stride of R floats and runs several times slower.
+METALEARN_INLINE void transpose(const float* src, int64_t R, int64_t C, float* dst, int64_t ld) {
+  using V = V8;
+  const int64_t R8 = R & ~int64_t{7}, C8 = C & ~int64_t{7};
+  for (int64_t r = 0; r < R8; r += 8) {
+    for (int64_t c = 0; c < C8; c += 8) {
+      V a[8], t[8], u[8];
+      for (int i = 0; i < 8; ++i) a[i] = vload<V>(src + (r + i) * C + c);
+      for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(a[i], a[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(a[i], a[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+      }
+      for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+      }
+      for (int i = 0; i < 4; ++i) {
+        vstore(dst + (c + i) * ld + r, __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+        vstore(dst + (c + i + 4) * ld + r, __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+      }
+    }
+  }
+  transpose_scalar(src, R, C, dst, ld, R8, C8);
+}
+#endif
+
+// The memory is used both as M (S,W) and transposed, Mt (W,S), so that every product is a gemv_acc over
+// contiguous rows: cosines and their gradients run along S, reads and the keys' gradients along W.
+
+// One batch element: memory M (S,W) and Mt = Mᵀ (row stride transposed_stride(S)), keys K (H,W), beta (H)
+// or nullptr (1).
+//   cos (H,S) = K·Mᵀ / norms; weights (H,S) = softmax_S(beta·cos); reads (H,W) = weights·M.
+// minv (S) and kinv (H) receive the inverse norms (|x|² + eps)^-1/2, cos (H,S) the cosines.
+template <typename T>
+METALEARN_INLINE void content_read_one(const T* M, const T* Mt, const T* K, const T* beta, int64_t S, int64_t H,
+                                       int64_t W, T eps, T* weights, T* reads, T* minv, T* kinv, T* cos) {
+  const int64_t ldt = transposed_stride(S);
+  column_sq_norms(Mt, ldt, W, S, minv);
+  for (int64_t s = 0; s < S; ++s) minv[s] = T(1) / std::sqrt(minv[s] + eps);
+  for (int64_t h = 0; h < H; ++h) {
+    const T* k = K + h * W;
+    kinv[h] = T(1) / std::sqrt(row_dot(k, k, W) + eps);
+    T* c = cos + h * S;
+    std::fill(c, c + S, T(0));
+    gemv_acc(Mt, ldt, W, S, k, c);
+    const T scale = beta ? beta[h] : T(1);
+    T* z = weights + h * S;
+    for (int64_t s = 0; s < S; ++s) {
+      c[s] *= kinv[h] * minv[s];
+      z[s] = scale * c[s];
+    }
+    softmax_row(z, S);
+    T* r = reads + h * W;
+    std::fill(r, r + W, T(0));
+    gemv_acc(M, W, S, W, z, r);
+  }
+}
+
+// Scratch of content_read_backward_one: (2·S + 3·H + 3·H·S) entries.
+inline int64_t content_read_scratch(int64_t S, int64_t H) { return 2 * S + 3 * H + 3 * H * S; }
+
+// Gradients of one batch element's content read, recomputed from M, Mt, K, beta (as in content_read_one)
+// for upstream gW (H,S) on the weights and gR (H,W) on the reads:
+//   gM (S,W) += dL/dM;  gK (H,W) = dL/dK;  gbeta (H) = dL/dbeta when beta (and gbeta) is not nullptr.
+// A caller whose weights' upstream is a sum (mann_memory_step) passes the sum in gW.
+template <typename T>
+METALEARN_INLINE void content_read_backward_one(const T* M, const T* Mt, const T* K, const T* beta, const T* gW,
+                                                const T* gR, int64_t S, int64_t H, int64_t W, T eps, T* gM, T* gK,
+                                                T* gbeta, T* scratch) {
+  T* minv = scratch;
+  T* self = minv + S;    // (S) Σ_h dL/dcos·cos per slot
+  T* kinv = self + S;    // (H)
+  T* xa = kinv + H;      // (H) a column of w, gathered
+  T* xb = xa + H;        // (H) a column of gc, gathered
+  T* w = xb + H;         // (H,S) weights
+  T* cos = w + H * S;    // (H,S) cosines
+  T* gc = cos + H * S;   // (H,S) upstream of the weights, then kinv·minv·dL/dcos
+  const int64_t ldt = transposed_stride(S);
+  content_read_one(M, Mt, K, beta, S, H, W, eps, w, gK, minv, kinv, cos);  // gK: the reads, overwritten below
+  std::fill(self, self + S, T(0));
+  for (int64_t h = 0; h < H; ++h) {
+    const T* ws = w + h * S;
+    T* g = gc + h * S;
+    std::copy(gW + h * S, gW + (h + 1) * S, g);
+    gemv_acc(Mt, ldt, W, S, gR + h * W, g);  // reads = w·M: dL/dw += gR·Mᵀ
+    // softmax: dz = w ⊙ (g − Σ w g); z = beta·cos.
+    const T dot = row_dot(ws, g, S);
+    const T scale = beta ? beta[h] : T(1);
+    T gb = 0;
+    for (int64_t s = 0; s < S; ++s) {
+      const T dz = ws[s] * (g[s] - dot);
+      gb += dz * cos[h * S + s];
+      g[s] = dz * scale;  // dL/dcos
+      self[s] += g[s] * cos[h * S + s];
+    }
+    if (gbeta) gbeta[h] = gb;
+  }
+  // cos = (k·m)·kinv·minv:  dcos/dm = kinv·minv·k − cos·minv²·m,  dcos/dk = kinv·minv·m − cos·kinv²·k.
+  for (int64_t h = 0; h < H; ++h) {
+    T* g = gc + h * S;
+    const T ks = row_dot(g, cos + h * S, S);  // Σ_s dL/dcos·cos
+    for (int64_t s = 0; s < S; ++s) g[s] *= kinv[h] * minv[s];
+    const T* k = K + h * W;
+    T* gk = gK + h * W;
+    std::fill(gk, gk + W, T(0));
+    gemv_acc(M, W, S, W, g, gk);
+    row_axpy(gk, -ks * kinv[h] * kinv[h], k, W);
+  }
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t h = 0; h < H; ++h) xa[h] = w[h * S + s], xb[h] = gc[h * S + s];
+    T* gm = gM + s * W;
+    gemv_acc(gR, W, H, W, xa, gm);  // reads = w·M
+    gemv_acc(K, W, H, W, xb, gm);
+    row_axpy(gm, -self[s] * minv[s] * minv[s], M + s * W, W);
+  }
+}
+
+}  // namespace metalearn_ext::cpu
