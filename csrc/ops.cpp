@@ -19,4 +19,18 @@ TORCH_LIBRARY(metalearn_ext, m) {
   m.def("vsml_step_backward(Tensor grad_h, Tensor grad_c, Tensor grad_fwd_mean, Tensor grad_bwd_mean,"
         " Tensor h, Tensor c, Tensor fwd_in, Tensor bwd_in, Tensor weight, Tensor bias, int ticks)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // specs/blur.md §3. a (T,batch,I,k) (transpose: (T,batch,J,k)); weight (T,I,J,k); mix (k,k) or (T,k,k).
+  // Returns (T,batch,J,k) (transpose: (T,batch,I,k)).
+  m.def("blur_propagate(Tensor a, Tensor weight, Tensor mix, bool transpose) -> Tensor");
+  // Gradients w.r.t. a, weight, mix, recomputed from the inputs.
+  m.def("blur_propagate_backward(Tensor grad, Tensor a, Tensor weight, Tensor mix, bool transpose)"
+        " -> (Tensor, Tensor, Tensor)");
+  // weight (T,I,J,k); pre (T,batch,I,k); post (T,batch,J,k); pre_mix, post_mix (k,k) or (T,k,k); decay, lr (T,).
+  // Returns the updated synapses (T,I,J,k).
+  m.def("blur_hebbian(Tensor weight, Tensor pre, Tensor post, Tensor pre_mix, Tensor post_mix, Tensor decay,"
+        " Tensor lr, bool normalize, bool oja) -> Tensor");
+  // Gradients w.r.t. weight, pre, post, pre_mix, post_mix, decay, lr, recomputed from the inputs.
+  m.def("blur_hebbian_backward(Tensor grad, Tensor weight, Tensor pre, Tensor post, Tensor pre_mix,"
+        " Tensor post_mix, Tensor decay, Tensor lr, bool normalize, bool oja)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
