@@ -153,3 +153,16 @@ def test_torch_compile_fullgraph_learning_step(backend, device):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     for a, b in zip(g_got, g_want):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 64, 30, 2), (1, 16, 64, 40, 2)], ids=lambda s: "x".join(map(str, s)))
+def test_cpp_split_over_two_threads(shape):
+    """Large enough that at::parallel_for splits the work: rows, or (normalized) column panels of one copy."""
+    _cpp()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for normalize in (True, False):
+            check_against_reference("cpp", hebbian_inputs(*shape, seed=6), normalize, True)
+    finally:
+        torch.set_num_threads(threads)

@@ -113,3 +113,16 @@ def test_backend_default_is_cpp_and_large_k_falls_back():
     with pytest.warns(UserWarning, match="supports k <= 64 states, got k=65; falling back to reference"):
         out = blur_propagate(*big, backend="cpp")
     torch.testing.assert_close(out, blur_propagate_reference(*big))
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 64, 30, 2), (1, 16, 64, 40, 2)], ids=lambda s: "x".join(map(str, s)))
+def test_cpp_split_over_two_threads(shape):
+    """Large enough that at::parallel_for splits the rows (several per copy, or one copy per thread)."""
+    _cpp()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for transpose in (False, True):
+            check_against_reference("cpp", propagate_inputs(*shape, transpose=transpose, seed=5), transpose)
+    finally:
+        torch.set_num_threads(threads)

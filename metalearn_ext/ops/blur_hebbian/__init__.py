@@ -33,6 +33,16 @@ SPEC = registry.register(OpSpec(
 ))
 
 
+def _per_copy(name: str, value: Tensor | float, T: int, like: Tensor) -> Tensor:
+    """decay or lr as a finite (T,) tensor. Under torch.compile the finiteness of a tensor is data that Dynamo
+    cannot branch on: the shapes are checked here and the compiled kernels check finiteness when they run."""
+    if isinstance(value, Tensor) and torch.compiler.is_compiling():
+        if value.dim() != 0 and value.shape != (T,):
+            per_copy_scalar("blur_hebbian", name, value, T, like)  # raises the shape error
+        return value.expand(T).to(like.dtype)
+    return per_copy_scalar("blur_hebbian", name, value, T, like)
+
+
 def blur_hebbian(weight: Tensor, pre: Tensor, post: Tensor, pre_mix: Tensor, post_mix: Tensor,
                  decay: Tensor | float, lr: Tensor | float, normalize: bool = True, oja: bool = False,
                  backend: str | None = None) -> Tensor:
@@ -55,8 +65,8 @@ def blur_hebbian(weight: Tensor, pre: Tensor, post: Tensor, pre_mix: Tensor, pos
     require_tensors("blur_hebbian", weight=weight)
     check_weight(weight)  # before T is read from it
     T = weight.shape[0]
-    decay = per_copy_scalar("blur_hebbian", "decay", decay, T, weight)
-    lr = per_copy_scalar("blur_hebbian", "lr", lr, T, weight)
+    decay = _per_copy("decay", decay, T, weight)
+    lr = _per_copy("lr", lr, T, weight)
     args = (weight, pre, post, pre_mix, post_mix, decay, lr, normalize, oja)
     check_args(*args)
     name = choose_backend("blur_hebbian", backend, *args)
