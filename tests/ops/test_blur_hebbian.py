@@ -166,3 +166,25 @@ def test_cpp_split_over_two_threads(shape):
             check_against_reference("cpp", hebbian_inputs(*shape, seed=6), normalize, True)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_double_backward_runs_through_the_reference(monkeypatch):
+    """A MAML-style second derivative of a cpp op: correct (via the reference), after one warning."""
+    _cpp()
+    from metalearn_ext.ops import autograd as op_autograd
+
+    monkeypatch.setattr(op_autograd, "_warned_double_backward", set())
+    inputs = hebbian_inputs(2, 3, 4, 3, 2, per_copy=True, dtype=torch.float64, seed=9)
+
+    def second_order(backend):
+        leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
+        out = blur_hebbian(*leaves, oja=True, backend=backend)
+        grads = torch.autograd.grad((out.sin() * out).sum(), leaves, create_graph=True)
+        return list(grads) + list(torch.autograd.grad(sum((g * g).sum() for g in grads), leaves))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = second_order("cpp")
+    for a, e in zip(got, second_order("reference")):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+    assert sum("double backward" in str(w.message) for w in caught) == 1
