@@ -288,80 +288,90 @@ METALEARN_INLINE void pattern_unit(const PatternArgs<T>& p, int64_t t, int64_t r
   }
 }
 
-// Rows [r0, r1) of copy t: C[t,r,s,c] for every s and c.
+// Rows [r0, r1) of copy t: C[t,r,s,c] for every s and c. The sum over n runs in chunks of kChunkN, so
+// that the slice of Y every row block reads (S × kChunkN) stays in L2; C holds the partial sums.
+constexpr int64_t kChunkN = 256;
+
 template <typename T, int L>
 METALEARN_INLINE void dot_unit(const DotArgs<T>& p, int64_t t, int64_t r0, int64_t r1) {
   using V = typename VecOf<T, L>::v;
   constexpr int RB = 4, SB = (L * sizeof(T) == 64) ? 4 : 2;
   const int64_t S = p.S, N = p.N, k = p.k;
   const int64_t nv = (N + L - 1) / L, Np = nv * L, nfull = N / L * L, tail = N - nfull;
-  std::vector<T> xs(RB * Np), ytail(tail ? S * L : 0);
+  // Mixed rows of X, zero-padded to Np columns and by RB - 1 rows, so row blocks may overhang.
+  std::vector<T> xs((r1 - r0 + RB - 1) * Np), ytail(tail ? S * L : 0);
   const T* y = p.Y + t * S * N;
   if (tail) {
     for (int64_t s = 0; s < S; ++s) std::memcpy(ytail.data() + s * L, y + s * N + nfull, tail * sizeof(T));
   }
   const T* mx = p.mix ? p.mix + t * p.mix_t : nullptr;
-  for (int64_t rb = r0; rb < r1; rb += RB) {
-    const int64_t rows = std::min<int64_t>(RB, r1 - rb);
-    // Mix each row's states once; rows past r1 and the padding stay zero.
-    std::fill(xs.begin(), xs.end(), T(0));
-    for (int64_t rr = 0; rr < rows; ++rr) {
-      const T* x = p.X + (t * p.R + rb + rr) * N;
-      T* d = xs.data() + rr * Np;
-      if (mx == nullptr) {
-        std::memcpy(d, x, N * sizeof(T));
-      } else {
-        for (int64_t n = 0; n < N; n += k)
-          for (int64_t c = 0; c < k; ++c) {
-            T acc = 0;
-            for (int64_t e = 0; e < k; ++e) acc += mx[c * k + e] * x[n + e];
-            d[n + c] = acc;
-          }
-      }
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* x = p.X + (t * p.R + r) * N;
+    T* d = xs.data() + (r - r0) * Np;
+    if (mx == nullptr) {
+      std::memcpy(d, x, N * sizeof(T));
+      continue;
     }
-    for (int64_t sb = 0; sb < S; sb += SB) {
-      const int64_t cols = std::min<int64_t>(SB, S - sb);
-      T out[RB][SB][64];
-      for (int rr = 0; rr < RB; ++rr)
-        for (int ss = 0; ss < SB; ++ss) std::fill_n(out[rr][ss], k, T(0));
-      // Lane l of the vector at column v·L holds channel (v·L + l) mod k: one channel per lane for the
-      // whole row when k | L, so the lanes fold into channels once at the end.
-      const bool fold_once = L % k == 0;
-      V acc[RB][SB];
-      for (int rr = 0; rr < RB; ++rr)
-        for (int ss = 0; ss < SB; ++ss) acc[rr][ss] = V{} + T(0);
-      auto fold = [&](int64_t v) {
-        for (int rr = 0; rr < RB; ++rr)
-          for (int ss = 0; ss < SB; ++ss) {
-            T lanes[L];
-            vst(lanes, acc[rr][ss]);
-            if (fold_once) {
-              for (int l = 0; l < L; l += k)
-                for (int64_t c = 0; c < k; ++c) out[rr][ss][c] += lanes[l + c];
-            } else {
-              for (int l = 0; l < L; ++l) out[rr][ss][(v * L + l) % k] += lanes[l];
-            }
-            acc[rr][ss] = V{} + T(0);
-          }
-      };
-      for (int64_t v = 0; v < nv; ++v) {
-        V yv[SB];
-        for (int ss = 0; ss < SB; ++ss) {
-          const int64_t s = std::min<int64_t>(sb + ss, S - 1);  // rows past S: computed, never stored
-          yv[ss] = v * L < nfull ? vld<V>(y + s * N + v * L) : vld<V>(ytail.data() + s * L);
-        }
-#pragma GCC unroll 4
-        for (int rr = 0; rr < RB; ++rr) {
-          const V xv = vld<V>(xs.data() + rr * Np + v * L);
-#pragma GCC unroll 4
-          for (int ss = 0; ss < SB; ++ss) acc[rr][ss] += xv * yv[ss];
-        }
-        if (!fold_once) fold(v);
+    for (int64_t n = 0; n < N; n += k)
+      for (int64_t c = 0; c < k; ++c) {
+        T acc = 0;
+        for (int64_t e = 0; e < k; ++e) acc += mx[c * k + e] * x[n + e];
+        d[n + c] = acc;
       }
-      if (fold_once) fold(0);
-      for (int64_t rr = 0; rr < rows; ++rr)
-        for (int64_t ss = 0; ss < cols; ++ss)
-          std::memcpy(p.C + ((t * p.R + rb + rr) * S + sb + ss) * k, out[rr][ss], k * sizeof(T));
+  }
+  std::fill_n(p.C + (t * p.R + r0) * S * k, (r1 - r0) * S * k, T(0));
+  // Lane l of the vector at column v·L holds channel (v·L + l) mod k: one channel per lane for the
+  // whole row when k | L, so the lanes fold into channels once per chunk.
+  const bool fold_once = L % k == 0;
+  const int64_t chunk_v = kChunkN / L;
+  for (int64_t v0 = 0; v0 < nv; v0 += chunk_v) {
+    const int64_t v1 = std::min(nv, v0 + chunk_v);
+    for (int64_t rb = r0; rb < r1; rb += RB) {
+      const int64_t rows = std::min<int64_t>(RB, r1 - rb);
+      const T* xb = xs.data() + (rb - r0) * Np;
+      for (int64_t sb = 0; sb < S; sb += SB) {
+        const int64_t cols = std::min<int64_t>(SB, S - sb);
+        T out[RB][SB][64];
+        for (int rr = 0; rr < RB; ++rr)
+          for (int ss = 0; ss < SB; ++ss) std::fill_n(out[rr][ss], k, T(0));
+        V acc[RB][SB];
+        for (int rr = 0; rr < RB; ++rr)
+          for (int ss = 0; ss < SB; ++ss) acc[rr][ss] = V{} + T(0);
+        auto fold = [&](int64_t v) {
+          for (int rr = 0; rr < RB; ++rr)
+            for (int ss = 0; ss < SB; ++ss) {
+              T lanes[L];
+              vst(lanes, acc[rr][ss]);
+              if (fold_once) {
+                for (int l = 0; l < L; l += k)
+                  for (int64_t c = 0; c < k; ++c) out[rr][ss][c] += lanes[l + c];
+              } else {
+                for (int l = 0; l < L; ++l) out[rr][ss][(v * L + l) % k] += lanes[l];
+              }
+              acc[rr][ss] = V{} + T(0);
+            }
+        };
+        for (int64_t v = v0; v < v1; ++v) {
+          V yv[SB];
+          for (int ss = 0; ss < SB; ++ss) {
+            const int64_t s = std::min<int64_t>(sb + ss, S - 1);  // rows past S: computed, never stored
+            yv[ss] = v * L < nfull ? vld<V>(y + s * N + v * L) : vld<V>(ytail.data() + s * L);
+          }
+#pragma GCC unroll 4
+          for (int rr = 0; rr < RB; ++rr) {
+            const V xv = vld<V>(xb + rr * Np + v * L);
+#pragma GCC unroll 4
+            for (int ss = 0; ss < SB; ++ss) acc[rr][ss] += xv * yv[ss];
+          }
+          if (!fold_once) fold(v);
+        }
+        if (fold_once) fold(0);
+        for (int64_t rr = 0; rr < rows; ++rr)
+          for (int64_t ss = 0; ss < cols; ++ss) {
+            T* c = p.C + ((t * p.R + rb + rr) * S + sb + ss) * k;
+            for (int64_t ch = 0; ch < k; ++ch) c[ch] += out[rr][ss][ch];
+          }
+      }
     }
   }
 }
