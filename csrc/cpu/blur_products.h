@@ -288,9 +288,10 @@ METALEARN_INLINE void pattern_unit(const PatternArgs<T>& p, int64_t t, int64_t r
   }
 }
 
-// Rows [r0, r1) of copy t: C[t,r,s,c] for every s and c. The sum over n runs in chunks of kChunkN, so
-// that the slice of Y every row block reads (S × kChunkN) stays in L2; C holds the partial sums.
-constexpr int64_t kChunkN = 256;
+// Rows [r0, r1) of copy t: C[t,r,s,c] for every s and c. Row blocks run in groups whose mixed rows
+// (about kGroupBytes) stay in L2 while a block of Y rows streams past them once per group, rather than
+// Y streaming from memory once per row block.
+constexpr int64_t kGroupBytes = int64_t{1} << 19;
 
 template <typename T, int L>
 METALEARN_INLINE void dot_unit(const DotArgs<T>& p, int64_t t, int64_t r0, int64_t r1) {
@@ -319,17 +320,16 @@ METALEARN_INLINE void dot_unit(const DotArgs<T>& p, int64_t t, int64_t r0, int64
         d[n + c] = acc;
       }
   }
-  std::fill_n(p.C + (t * p.R + r0) * S * k, (r1 - r0) * S * k, T(0));
   // Lane l of the vector at column v·L holds channel (v·L + l) mod k: one channel per lane for the
-  // whole row when k | L, so the lanes fold into channels once per chunk.
+  // whole row when k | L, so the lanes fold into channels once per (r, s).
   const bool fold_once = L % k == 0;
-  const int64_t chunk_v = kChunkN / L;
-  for (int64_t v0 = 0; v0 < nv; v0 += chunk_v) {
-    const int64_t v1 = std::min(nv, v0 + chunk_v);
-    for (int64_t rb = r0; rb < r1; rb += RB) {
-      const int64_t rows = std::min<int64_t>(RB, r1 - rb);
-      const T* xb = xs.data() + (rb - r0) * Np;
-      for (int64_t sb = 0; sb < S; sb += SB) {
+  const int64_t group = std::max<int64_t>(RB, kGroupBytes / (Np * int64_t(sizeof(T))) / RB * RB);
+  for (int64_t g0 = r0; g0 < r1; g0 += group) {
+    const int64_t g1 = std::min(r1, g0 + group);
+    for (int64_t sb = 0; sb < S; sb += SB) {
+      for (int64_t rb = g0; rb < g1; rb += RB) {
+        const int64_t rows = std::min<int64_t>(RB, g1 - rb);
+        const T* xb = xs.data() + (rb - r0) * Np;
         const int64_t cols = std::min<int64_t>(SB, S - sb);
         T out[RB][SB][64];
         for (int rr = 0; rr < RB; ++rr)
@@ -351,7 +351,7 @@ METALEARN_INLINE void dot_unit(const DotArgs<T>& p, int64_t t, int64_t r0, int64
               acc[rr][ss] = V{} + T(0);
             }
         };
-        for (int64_t v = v0; v < v1; ++v) {
+        for (int64_t v = 0; v < nv; ++v) {
           V yv[SB];
           for (int ss = 0; ss < SB; ++ss) {
             const int64_t s = std::min<int64_t>(sb + ss, S - 1);  // rows past S: computed, never stored
@@ -369,7 +369,7 @@ METALEARN_INLINE void dot_unit(const DotArgs<T>& p, int64_t t, int64_t r0, int64
         for (int64_t rr = 0; rr < rows; ++rr)
           for (int64_t ss = 0; ss < cols; ++ss) {
             T* c = p.C + ((t * p.R + rb + rr) * S + sb + ss) * k;
-            for (int64_t ch = 0; ch < k; ++ch) c[ch] += out[rr][ss][ch];
+            std::memcpy(c, out[rr][ss], k * sizeof(T));
           }
       }
     }
