@@ -27,7 +27,7 @@ def test_rejects_float64():
     from metalearn_ext.ops.blur_hebbian.triton import blur_hebbian_triton
     from metalearn_ext.ops.blur_propagate.triton import blur_propagate_triton
 
-    with pytest.raises(ValueError, match="weight must be float32, got torch.float64"):
+    with pytest.raises(ValueError, match="a must be float32, got torch.float64"):
         blur_propagate_triton(*propagate_inputs(1, 2, 3, 4, 2, dtype=torch.float64, device=DEVICE))
     with pytest.raises(ValueError, match="weight must be float32, got torch.float64"):
         blur_hebbian_triton(*hebbian_inputs(1, 2, 3, 4, 2, dtype=torch.float64, device=DEVICE))
