@@ -33,4 +33,18 @@ TORCH_LIBRARY(metalearn_ext, m) {
   m.def("mann_memory_step_backward(Tensor grad_memory_out, Tensor grad_read_weights_out, Tensor grad_reads,"
         " Tensor grad_usage_out, Tensor grad_write_weights, Tensor memory, Tensor usage, Tensor read_weights,"
         " Tensor keys, Tensor add, Tensor alpha, float gamma) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // specs/blur.md §3. a (T,batch,I,k) (transpose: (T,batch,J,k)); weight (T,I,J,k); mix (k,k) or (T,k,k).
+  // Returns (T,batch,J,k) (transpose: (T,batch,I,k)).
+  m.def("blur_propagate(Tensor a, Tensor weight, Tensor mix, bool transpose) -> Tensor");
+  // Gradients w.r.t. a, weight, mix, recomputed from the inputs.
+  m.def("blur_propagate_backward(Tensor grad, Tensor a, Tensor weight, Tensor mix, bool transpose)"
+        " -> (Tensor, Tensor, Tensor)");
+  // weight (T,I,J,k); pre (T,batch,I,k); post (T,batch,J,k); pre_mix, post_mix (k,k) or (T,k,k); decay, lr (T,).
+  // Returns the updated synapses (T,I,J,k).
+  m.def("blur_hebbian(Tensor weight, Tensor pre, Tensor post, Tensor pre_mix, Tensor post_mix, Tensor decay,"
+        " Tensor lr, bool normalize, bool oja) -> Tensor");
+  // Gradients w.r.t. weight, pre, post, pre_mix, post_mix, decay, lr, recomputed from the inputs.
+  m.def("blur_hebbian_backward(Tensor grad, Tensor weight, Tensor pre, Tensor post, Tensor pre_mix,"
+        " Tensor post_mix, Tensor decay, Tensor lr, bool normalize, bool oja)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

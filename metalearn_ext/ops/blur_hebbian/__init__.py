@@ -1,23 +1,46 @@
 """`blur_hebbian`: BLUR's synapse update from pre- and post-synaptic states (specs/blur.md §2–3)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from metalearn_ext.ops import registry
 from metalearn_ext.ops._checks import per_copy_scalar, require_tensors
 from metalearn_ext.ops.blur_hebbian.reference import NORM_EPS, blur_hebbian_reference
-from metalearn_ext.ops.blur_hebbian.shapes import check_args, fake_blur_hebbian
+from metalearn_ext.ops.blur_hebbian.shapes import check_args, check_weight, fake_blur_hebbian
+from metalearn_ext.ops.blur_propagate import MAX_STATES
 from metalearn_ext.ops.choice import choose_backend
-from metalearn_ext.ops.registry import OpSpec
+from metalearn_ext.ops.registry import Kernel, OpSpec, Verdict
 
 __all__ = ["NORM_EPS", "SPEC", "blur_hebbian", "blur_hebbian_reference", "check_args"]
+
+
+
+def _states_at_most_max(weight: Tensor, *args) -> Verdict:
+    k = weight.shape[-1]
+    return k <= MAX_STATES, f"supports k <= {MAX_STATES} states, got k={k}"
+
 
 SPEC = registry.register(OpSpec(
     name="blur_hebbian",
     reference=blur_hebbian_reference,
     fake=fake_blur_hebbian,
-    kernels={},
+    kernels={
+        "cpp": Kernel(dtypes=(torch.float32, torch.float64), supports=_states_at_most_max),
+        "cuda": Kernel(dtypes=(torch.float32, torch.float64), supports=_states_at_most_max),
+        "triton": Kernel(dtypes=(torch.float32,), supports=_states_at_most_max),
+    },
 ))
+
+
+def _per_copy(name: str, value: Tensor | float, T: int, like: Tensor) -> Tensor:
+    """decay or lr as a finite (T,) tensor. Under torch.compile the finiteness of a tensor is data that Dynamo
+    cannot branch on: the shapes are checked here and the compiled kernels check finiteness when they run."""
+    if isinstance(value, Tensor) and torch.compiler.is_compiling():
+        if value.dim() != 0 and value.shape != (T,):
+            per_copy_scalar("blur_hebbian", name, value, T, like)  # raises the shape error
+        return value.expand(T).to(like.dtype)
+    return per_copy_scalar("blur_hebbian", name, value, T, like)
 
 
 def blur_hebbian(weight: Tensor, pre: Tensor, post: Tensor, pre_mix: Tensor, post_mix: Tensor,
@@ -40,10 +63,17 @@ def blur_hebbian(weight: Tensor, pre: Tensor, post: Tensor, pre_mix: Tensor, pos
         every tensor input.
     """
     require_tensors("blur_hebbian", weight=weight)
-    T = weight.shape[0] if weight.dim() == 4 else 1
-    decay = per_copy_scalar("blur_hebbian", "decay", decay, T, weight)
-    lr = per_copy_scalar("blur_hebbian", "lr", lr, T, weight)
+    check_weight(weight)  # before T is read from it
+    T = weight.shape[0]
+    decay = _per_copy("decay", decay, T, weight)
+    lr = _per_copy("lr", lr, T, weight)
     args = (weight, pre, post, pre_mix, post_mix, decay, lr, normalize, oja)
     check_args(*args)
-    choose_backend("blur_hebbian", backend, *args)
-    return blur_hebbian_reference(*args)
+    name = choose_backend("blur_hebbian", backend, *args)
+    if name == "reference":
+        return blur_hebbian_reference(*args)
+    if name == "triton":
+        from metalearn_ext.ops.blur_hebbian.triton import blur_hebbian_triton
+
+        return blur_hebbian_triton(*args)
+    return torch.ops.metalearn_ext.blur_hebbian(*args)  # cpp or cuda: by device

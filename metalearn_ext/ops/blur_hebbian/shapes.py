@@ -9,14 +9,18 @@ from metalearn_ext.ops.blur_propagate.shapes import check_mix
 OP = "blur_hebbian"
 
 
+def check_weight(weight: Tensor) -> None:
+    if weight.dim() != 4 or weight.numel() == 0:
+        raise ValueError(f"{OP}: weight must be a non-empty tensor of shape (T, I, J, k), got {shape_str(*weight.shape)}")
+
+
 def check_args(weight, pre, post, pre_mix, post_mix, decay: Tensor, lr: Tensor, normalize, oja) -> None:
     """decay and lr arrive as (T,) tensors (the public function converts floats and checks finiteness)."""
     require_tensors(OP, weight=weight, pre=pre, post=post, pre_mix=pre_mix, post_mix=post_mix)
     for name, flag in (("normalize", normalize), ("oja", oja)):
         if not isinstance(flag, bool):
             raise TypeError(f"{OP}: {name} must be a bool, got {type(flag).__name__}")
-    if weight.dim() != 4 or weight.numel() == 0:
-        raise ValueError(f"{OP}: weight must be a non-empty tensor of shape (T, I, J, k), got {shape_str(*weight.shape)}")
+    check_weight(weight)
     T, I, J, k = weight.shape
     if pre.dim() != 4 or pre.shape[0] != T or pre.shape[2:] != (I, k) or pre.shape[1] < 1:
         raise ValueError(f"{OP}: pre must be of shape (T, batch, I, k) = {shape_str(T, 'batch', I, k)} "

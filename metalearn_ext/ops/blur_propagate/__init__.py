@@ -1,21 +1,34 @@
 """`blur_propagate`: BLUR's forward or backward pass through one layer of k-state synapses (specs/blur.md §3)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from metalearn_ext.ops import registry
 from metalearn_ext.ops.blur_propagate.reference import blur_propagate_reference, mix_states
 from metalearn_ext.ops.blur_propagate.shapes import check_args, fake_blur_propagate
 from metalearn_ext.ops.choice import choose_backend
-from metalearn_ext.ops.registry import OpSpec
+from metalearn_ext.ops.registry import Kernel, OpSpec, Verdict
 
-__all__ = ["SPEC", "blur_propagate", "blur_propagate_reference", "check_args", "mix_states"]
+__all__ = ["MAX_STATES", "SPEC", "blur_propagate", "blur_propagate_reference", "check_args", "mix_states"]
+
+MAX_STATES = 64  # the compiled kernels keep one neuron's k states in fixed-size arrays
+
+
+def _states_at_most_max(a: Tensor, weight: Tensor, *args) -> Verdict:
+    k = weight.shape[-1]
+    return k <= MAX_STATES, f"supports k <= {MAX_STATES} states, got k={k}"
+
 
 SPEC = registry.register(OpSpec(
     name="blur_propagate",
     reference=blur_propagate_reference,
     fake=fake_blur_propagate,
-    kernels={},
+    kernels={
+        "cpp": Kernel(dtypes=(torch.float32, torch.float64), supports=_states_at_most_max),
+        "cuda": Kernel(dtypes=(torch.float32, torch.float64), supports=_states_at_most_max),
+        "triton": Kernel(dtypes=(torch.float32,), supports=_states_at_most_max),
+    },
 ))
 
 
@@ -36,5 +49,11 @@ def blur_propagate(a: Tensor, weight: Tensor, mix: Tensor, transpose: bool = Fal
         (T, batch, J, k), or (T, batch, I, k) when transpose=True. Differentiable w.r.t. a, weight, mix.
     """
     check_args(a, weight, mix, transpose)
-    choose_backend("blur_propagate", backend, a, weight, mix, transpose)
-    return blur_propagate_reference(a, weight, mix, transpose)
+    name = choose_backend("blur_propagate", backend, a, weight, mix, transpose)
+    if name == "reference":
+        return blur_propagate_reference(a, weight, mix, transpose)
+    if name == "triton":
+        from metalearn_ext.ops.blur_propagate.triton import blur_propagate_triton
+
+        return blur_propagate_triton(a, weight, mix, transpose)
+    return torch.ops.metalearn_ext.blur_propagate(a, weight, mix, transpose)  # cpp or cuda: by device

@@ -1,0 +1,152 @@
+"""BLUR's ops (blur_propagate forward and transposed, blur_hebbian): every usable backend against the reference
+eager and the reference under torch.compile, side by side.
+
+A correctness check against the float64 reference runs first; a wrong kernel reports no speed.
+$METALEARN_BENCH_BLUR_T (e.g. "1") and $METALEARN_BENCH_BLUR_MODES (e.g. "fwd") narrow the grid, so that
+a slow machine can run it in parts; $METALEARN_BENCH_VARIANTS narrows the variants as in bench_vsml_step.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable
+
+import torch
+
+import metalearn_ext
+from benchmarks.timing import median_seconds
+from metalearn_ext.ops.blur_hebbian import blur_hebbian, blur_hebbian_reference
+from metalearn_ext.ops.blur_propagate import blur_propagate, blur_propagate_reference
+from metalearn_ext.ops.blur_propagate.inputs import hebbian_inputs, propagate_inputs
+from metalearn_ext.ops.testing import outputs_and_grads
+
+BATCHES = (1, 8, 128)
+LAYERS = ((64, 20, 2), (784, 512, 4), (512, 10, 8))  # (I, J, k)
+COPIES = (1, 16)
+OPS = ("propagate", "propagate_t", "hebbian")
+MODES = ("fwd", "fwd+bwd")
+BASELINES = ("reference", "reference+compile")
+
+
+def _env_list(name: str, default: tuple, cast=str) -> tuple:
+    value = os.environ.get(name, "")
+    return tuple(cast(v) for v in value.split(",") if v) or default
+
+
+def _reference(op: str) -> Callable:
+    if op == "hebbian":
+        return functools.partial(blur_hebbian_reference, normalize=True, oja=False)
+    return functools.partial(blur_propagate_reference, transpose=op == "propagate_t")
+
+
+def _kernel(op: str, backend: str) -> Callable:
+    if op == "hebbian":
+        return functools.partial(blur_hebbian, normalize=True, oja=False, backend=backend)
+    return functools.partial(blur_propagate, transpose=op == "propagate_t", backend=backend)
+
+
+def candidates(op: str, device: str) -> dict[str, Callable]:
+    """name -> f(*inputs) for every variant to time on this device."""
+    torch._dynamo.config.cache_size_limit = 256
+    out = {"reference": _reference(op), "reference+compile": torch.compile(_reference(op), dynamic=False)}
+    report = metalearn_ext.backends()
+    for name in ("cpp",) if device == "cpu" else ("cuda", "triton"):
+        if report[name].available:
+            out[name] = _kernel(op, name)
+    only = [v for v in os.environ.get("METALEARN_BENCH_VARIANTS", "").split(",") if v]
+    return {k: v for k, v in out.items() if not only or k in only}
+
+
+def make(op: str, T: int, B: int, I: int, J: int, k: int, device: str) -> tuple[list, list]:
+    """(inputs, upstream gradient)."""
+    if op == "hebbian":
+        inputs = hebbian_inputs(T, B, I, J, k, device=device)
+        out_shape = (T, I, J, k)
+    else:
+        inputs = propagate_inputs(T, B, I, J, k, transpose=op == "propagate_t", device=device)
+        out_shape = (T, B, I if op == "propagate_t" else J, k)
+    g = torch.Generator().manual_seed(1)
+    return inputs, [torch.randn(out_shape, generator=g).to(device)]
+
+
+def check(fn: Callable, reference: Callable, inputs: list, upstream: list) -> str | None:
+    """None if fn's output and gradients match the float64 reference, else what differs."""
+    want_out, want_grads = outputs_and_grads(lambda *x: [reference(*x)], [x.double() for x in inputs],
+                                             [u.double() for u in upstream])
+    got_out, got_grads = outputs_and_grads(lambda *x: [fn(*x)], inputs, upstream)
+    for i, (got, want) in enumerate(zip(got_out + got_grads, want_out + want_grads)):
+        scale = max(1.0, want.abs().max().item())
+        err = (got.double() - want).abs().max().item()
+        if not err <= 1e-4 * scale:  # also catches NaN
+            return f"{'output' if i == 0 else f'gradient {i - 1}'}: max abs error {err:.3g} (allowed {1e-4 * scale:.3g})"
+    return None
+
+
+def flops(op: str, T: int, B: int, I: int, J: int, k: int) -> int:
+    """Multiply-adds ×2 of the products alone (the k×k mixes are extra)."""
+    return 2 * T * B * I * J * k
+
+
+def run(device: str = "cpu") -> list[dict]:
+    """One row per (op, shape, variant, mode) with the median time, GFLOP/s and the speedups."""
+    rows = []
+    copies = _env_list("METALEARN_BENCH_BLUR_T", COPIES, int)
+    modes = _env_list("METALEARN_BENCH_BLUR_MODES", MODES)
+    for op in _env_list("METALEARN_BENCH_BLUR_OPS", OPS):
+        variants = candidates(op, device)
+        for T in copies:
+            for B in BATCHES:
+                for I, J, k in LAYERS:
+                    shape = (T, B, I, J, k)
+                    inputs, upstream = make(op, *shape, device)
+                    shape_rows = []
+                    for name, fn in variants.items():
+                        error = check(fn, _reference(op), inputs, upstream)
+                        for mode in modes:
+                            row = dict(op=f"blur_{op}", shape=list(shape), backend=name, mode=mode, device=device,
+                                       ok=error is None, error=error)
+                            if error is None:
+                                if mode == "fwd":
+                                    def call(fn=fn, inputs=inputs):
+                                        with torch.no_grad():
+                                            return fn(*inputs)
+                                else:
+                                    call = functools.partial(outputs_and_grads, lambda *x, fn=fn: [fn(*x)], inputs,
+                                                             upstream)
+                                t = median_seconds(call, device, min_run_time=0.2)
+                                row.update(median_ms=t * 1e3, gflops=flops(op, *shape) / t / 1e9)
+                            shape_rows.append(row)
+                    add_speedups(shape_rows)
+                    rows += shape_rows
+    return rows
+
+
+def add_speedups(rows: list[dict]) -> None:
+    base = {(r["backend"], r["mode"]): r["median_ms"] for r in rows if r["backend"] in BASELINES and "median_ms" in r}
+    for r in rows:
+        for name in BASELINES:
+            if "median_ms" in r and (name, r["mode"]) in base:
+                r[f"speedup_vs_{name}"] = base[(name, r["mode"])] / r["median_ms"]
+
+
+def _ratio(row: dict, baseline: str, width: int) -> str:
+    key = f"speedup_vs_{baseline}"
+    return f"{row[key]:>{width}.2f}" if key in row else f"{'-':>{width}}"
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = (f"{'op':<18} {'shape (T,B,I,J,k)':<22} {'backend':<18} {'mode':<8} {'median ms':>10} {'GFLOP/s':>8} "
+            f"{'x ref':>7} {'x compiled':>10}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        where = f"{r['op']:<18} {str(tuple(r['shape'])):<22} {r['backend']:<18} {r['mode']:<8}"
+        if not r["ok"]:
+            lines.append(f"{where} WRONG: {r['error']}")
+            continue
+        lines.append(f"{where} {r['median_ms']:>10.3f} {r['gflops']:>8.2f} {_ratio(r, 'reference', 7)} "
+                     f"{_ratio(r, 'reference+compile', 10)}")
+    return "\n".join(lines)
+
+
+BENCHES = {"blur": run}
+FORMATTERS = {"blur": format_rows}

@@ -1,0 +1,213 @@
+#include "blur.h"
+
+#include "checks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace metalearn_ext {
+
+namespace {
+
+void check_mix(const at::Tensor& mix, int64_t T, int64_t k, const char* op, const char* arg) {
+  const bool ok = mix.sizes() == at::IntArrayRef({k, k}) || mix.sizes() == at::IntArrayRef({T, k, k});
+  METALEARN_CHECK_ARG(ok, op, arg,
+                      "of shape (k, k) = " + shape_str({k, k}) + " or (T, k, k) = " + shape_str({T, k, k}) +
+                          " (k states, T copies from weight)",
+                      shape_str(mix.sizes()));
+}
+
+// "(2, batch, 5, 3)": the batch size is free.
+std::string batch_shape_str(int64_t T, int64_t n, int64_t k) {
+  return "(" + std::to_string(T) + ", batch, " + std::to_string(n) + ", " + std::to_string(k) + ")";
+}
+
+void check_weight(const at::Tensor& weight, const char* op) {
+  METALEARN_CHECK_ARG(weight.dim() == 4 && weight.numel() > 0, op, "weight",
+                      "a non-empty tensor of shape (T, I, J, k)", shape_str(weight.sizes()));
+  check_floating(weight, op, "weight");
+}
+
+void check_per_copy_scalar(const at::Tensor& x, int64_t T, const char* op, const char* arg) {
+  METALEARN_CHECK_ARG(x.sizes() == at::IntArrayRef({T}), op, arg, "of shape (T,) = " + shape_str({T}),
+                      shape_str(x.sizes()));
+}
+
+// The finiteness of decay and lr, once their dtype and device are known to be weight's.
+void check_finite(const at::Tensor& x, const char* op, const char* arg) {
+  if (x.is_cpu()) {  // a few values: a loop, not three tensor ops
+    const auto v = x.to(at::kDouble).contiguous();
+    const double* d = v.const_data_ptr<double>();
+    if (std::all_of(d, d + v.numel(), [](double e) { return std::isfinite(e); })) return;
+  } else if (at::isfinite(x).all().item<bool>()) {
+    return;
+  }
+  const auto values = x.to(at::kDouble).cpu().contiguous();
+  std::string got = "[";
+  for (int64_t i = 0; i < values.numel(); ++i) got += (i ? ", " : "") + std::to_string(values.data_ptr<double>()[i]);
+  METALEARN_CHECK_ARG(false, op, arg, "finite", got + "]");
+}
+
+// mix as (Tm, k, k) contiguous, Tm = 1 (shared) or T, for the products.
+at::Tensor mix3(const at::Tensor& mix) { return (mix.dim() == 2 ? mix.unsqueeze(0) : mix).contiguous(); }
+
+// mix broadcastable against (T, batch, n, k) states in a matmul: (k, k) or (T, 1, k, k).
+at::Tensor mix4(const at::Tensor& mix) { return mix.dim() == 2 ? mix : mix.unsqueeze(1); }
+
+// Σ over everything but the last axis of x[.., c] y[.., d] → (k, k), or per copy (T, k, k).
+at::Tensor mix_grad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& mix) {
+  const int64_t k = x.size(-1);
+  if (mix.dim() == 2) return at::matmul(x.reshape({-1, k}).t(), y.reshape({-1, k}));
+  const int64_t T = x.size(0);
+  return at::matmul(x.reshape({T, -1, k}).transpose(1, 2), y.reshape({T, -1, k}));
+}
+
+}  // namespace
+
+void check_blur_propagate_args(const at::Tensor& a, const at::Tensor& weight, const at::Tensor& mix, bool transpose,
+                               const char* op) {
+  check_weight(weight, op);
+  const int64_t T = weight.size(0), I = weight.size(1), J = weight.size(2), k = weight.size(3);
+  const int64_t n = transpose ? J : I;
+  const char* side = transpose ? "J" : "I";
+  const bool a_ok = a.dim() == 4 && a.size(0) == T && a.size(2) == n && a.size(3) == k && a.size(1) >= 1;
+  METALEARN_CHECK_ARG(a_ok, op, "a",
+                      std::string("of shape (T, batch, ") + side + ", k) = " + batch_shape_str(T, n, k) +
+                          " (transpose=" + (transpose ? "True" : "False") + ", T, " + side + ", k from weight)",
+                      shape_str(a.sizes()));
+  check_mix(mix, T, k, op, "mix");
+  check_floating(a, op, "a");
+  check_same_dtype_device(weight, a, op, "weight", "a");
+  check_same_dtype_device(mix, a, op, "mix", "a");
+}
+
+void check_blur_hebbian_args(const at::Tensor& weight, const at::Tensor& pre, const at::Tensor& post,
+                             const at::Tensor& pre_mix, const at::Tensor& post_mix, const at::Tensor& decay,
+                             const at::Tensor& lr, const char* op) {
+  check_weight(weight, op);
+  const int64_t T = weight.size(0), I = weight.size(1), J = weight.size(2), k = weight.size(3);
+  const bool pre_ok = pre.dim() == 4 && pre.size(0) == T && pre.size(2) == I && pre.size(3) == k && pre.size(1) >= 1;
+  METALEARN_CHECK_ARG(pre_ok, op, "pre", "of shape (T, batch, I, k) = " + batch_shape_str(T, I, k) +
+                      " (T, I, k from weight)", shape_str(pre.sizes()));
+  const int64_t B = pre.size(1);
+  METALEARN_CHECK_ARG(post.sizes() == at::IntArrayRef({T, B, J, k}), op, "post",
+                      "of shape (T, batch, J, k) = " + shape_str({T, B, J, k}) + " (batch from pre, T, J, k from weight)",
+                      shape_str(post.sizes()));
+  check_mix(pre_mix, T, k, op, "pre_mix");
+  check_mix(post_mix, T, k, op, "post_mix");
+  check_per_copy_scalar(decay, T, op, "decay");
+  check_per_copy_scalar(lr, T, op, "lr");
+  check_same_dtype_device(pre, weight, op, "pre", "weight");
+  check_same_dtype_device(post, weight, op, "post", "weight");
+  check_same_dtype_device(pre_mix, weight, op, "pre_mix", "weight");
+  check_same_dtype_device(post_mix, weight, op, "post_mix", "weight");
+  check_same_dtype_device(decay, weight, op, "decay", "weight");
+  check_same_dtype_device(lr, weight, op, "lr", "weight");
+  check_finite(decay, op, "decay");
+  check_finite(lr, op, "lr");
+}
+
+at::Tensor blur_propagate_forward(const at::Tensor& a, const at::Tensor& weight, const at::Tensor& mix,
+                                  bool transpose, const BlurProducts& products) {
+  check_blur_propagate_args(a, weight, mix, transpose, "blur_propagate");
+  const int64_t T = weight.size(0), I = weight.size(1), J = weight.size(2), k = weight.size(3), B = a.size(1);
+  const auto w = weight.contiguous();
+  if (transpose) return products.dot(a.contiguous(), mix3(mix), w);  // (T,B,I,k)
+  return products.pattern(a, mix3(mix), w.view({T, I, J * k}), {}).view({T, B, J, k});
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> blur_propagate_backward(const at::Tensor& grad, const at::Tensor& a,
+                                                                       const at::Tensor& weight, const at::Tensor& mix,
+                                                                       bool transpose, const BlurProducts& products) {
+  const char* op = "blur_propagate_backward";
+  check_blur_propagate_args(a, weight, mix, transpose, op);
+  const int64_t T = weight.size(0), I = weight.size(1), J = weight.size(2), k = weight.size(3), B = a.size(1);
+  const auto out_shape = transpose ? std::vector<int64_t>{T, B, I, k} : std::vector<int64_t>{T, B, J, k};
+  METALEARN_CHECK_ARG(grad.sizes() == at::IntArrayRef(out_shape), op, "grad",
+                      "of shape " + shape_str(out_shape) + " like the output", shape_str(grad.sizes()));
+  check_same_dtype_device(grad, a, op, "grad", "a");
+  const auto w = weight.contiguous();
+  const auto g = grad.contiguous();
+  at::Tensor grad_m, grad_w;  // grad_m: gradient of the mixed states mix·a, shaped like a
+  if (!transpose) {
+    grad_m = products.dot(g, at::Tensor(), w);                                           // Σ_j w[i,j,c] g[b,j,c]
+    grad_w = products.pattern(a.permute({0, 2, 1, 3}), mix3(mix), g.view({T, B, J * k}), {});  // Σ_b m[b,i,c] g[b,j,c]
+  } else {
+    grad_m = products.pattern(g, at::Tensor(), w.view({T, I, J * k}), {}).view({T, B, J, k});  // Σ_i g[b,i,c] w[i,j,c]
+    const auto m = at::matmul(a, mix4(mix).transpose(-1, -2)).contiguous();
+    grad_w = products.pattern(g.permute({0, 2, 1, 3}), at::Tensor(), m.view({T, B, J * k}), {});  // Σ_b g[b,i,c] m[b,j,c]
+  }
+  return {at::matmul(grad_m, mix4(mix)), grad_w.view({T, I, J, k}), mix_grad(grad_m, a, mix)};
+}
+
+namespace {
+
+// q[t,b,j,c] = Σ_d post_mix[c,d] post[t,b,j,d], contiguous.
+at::Tensor mixed_post(const at::Tensor& post, const at::Tensor& post_mix) {
+  return at::matmul(post, mix4(post_mix).transpose(-1, -2)).contiguous();
+}
+
+}  // namespace
+
+at::Tensor blur_hebbian_forward(const at::Tensor& weight, const at::Tensor& pre, const at::Tensor& post,
+                                const at::Tensor& pre_mix, const at::Tensor& post_mix, const at::Tensor& decay,
+                                const at::Tensor& lr, bool normalize, bool oja, const BlurProducts& products) {
+  check_blur_hebbian_args(weight, pre, post, pre_mix, post_mix, decay, lr, "blur_hebbian");
+  const int64_t T = weight.size(0), I = weight.size(1), J = weight.size(2), k = weight.size(3), B = pre.size(1);
+  const int64_t N = J * k;
+  const auto q = mixed_post(post, post_mix);
+  HebbianEpilogue epi;
+  epi.weight = weight.contiguous().view({T, I, N});
+  // Decay and Oja's term scale the old synapse alike: alpha = decay − lr·Σ_b q².
+  epi.alpha = oja ? decay.view({T, 1}) - lr.view({T, 1}) * q.square().sum(1).view({T, N})
+                  : decay.view({T, 1}).expand({T, N});
+  epi.lr = lr;
+  epi.normalize = normalize;
+  // p[t,b,i,c] = Σ_e pre[t,b,i,e] pre_mix[e,c]: the product mixes with pre_mixᵀ.
+  const auto pre_mix_t = mix3(pre_mix).transpose(1, 2).contiguous();
+  return products.pattern(pre.permute({0, 2, 1, 3}), pre_mix_t, q.view({T, B, N}), epi).view({T, I, J, k});
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> blur_hebbian_backward(
+    const at::Tensor& grad, const at::Tensor& weight, const at::Tensor& pre, const at::Tensor& post,
+    const at::Tensor& pre_mix, const at::Tensor& post_mix, const at::Tensor& decay, const at::Tensor& lr,
+    bool normalize, bool oja, const BlurProducts& products) {
+  const char* op = "blur_hebbian_backward";
+  check_blur_hebbian_args(weight, pre, post, pre_mix, post_mix, decay, lr, op);
+  const int64_t T = weight.size(0), I = weight.size(1), J = weight.size(2), k = weight.size(3), B = pre.size(1);
+  const int64_t N = J * k;
+  METALEARN_CHECK_ARG(grad.sizes() == weight.sizes(), op, "grad", "of shape (T, I, J, k) = " + shape_str(weight.sizes()),
+                      shape_str(grad.sizes()));
+  check_same_dtype_device(grad, weight, op, "grad", "weight");
+  const auto w = weight.contiguous();
+  const auto q = mixed_post(post, post_mix);                      // (T,B,J,k)
+  const auto p = at::matmul(pre, mix4(pre_mix)).contiguous();     // (T,B,I,k)
+  const auto hebb = products.pattern(p.permute({0, 2, 1, 3}), at::Tensor(), q.view({T, B, N}), {}).view({T, I, J, k});
+  const auto lr4 = lr.view({T, 1, 1, 1});
+  const auto q_sq = oja ? q.square().sum(1, true) : at::Tensor();  // (T,1,J,k)
+  const auto alpha = oja ? decay.view({T, 1, 1, 1}) - lr4 * q_sq : decay.view({T, 1, 1, 1});
+  const auto u = alpha * w + lr4 * hebb;
+  at::Tensor grad_u = grad;
+  if (normalize) {  // out = u·r, r = (Σ_i u² + eps)^(-1/2): grad_u = r·(grad − out·Σ_i grad·out)
+    const auto r = at::rsqrt(u.square().sum(1, true) + kBlurNormEps);
+    const auto out = u * r;
+    grad_u = r * (grad - out * (grad * out).sum(1, true));
+  }
+  const auto grad_u_c = grad_u.contiguous();
+  const auto gw_sum = (grad_u * w).sum(1, true);  // (T,1,J,k): Σ_i grad_u·w
+  auto grad_lr = (grad_u * hebb).sum({1, 2, 3});
+  if (oja) grad_lr = grad_lr - (q_sq * gw_sum).sum({1, 2, 3});
+  const auto grad_p = products.dot(q, at::Tensor(), grad_u_c) * lr4;  // (T,B,I,k): lr Σ_j grad_u[i,j,c] q[b,j,c]
+  auto grad_q = products.pattern(p, at::Tensor(), grad_u_c.view({T, I, N}), {}).view({T, B, J, k}) * lr4;
+  if (oja) grad_q = grad_q - 2 * lr4 * q * gw_sum;
+  return {alpha * grad_u,
+          at::matmul(grad_p, mix4(pre_mix).transpose(-1, -2)),
+          at::matmul(grad_q, mix4(post_mix)),
+          mix_grad(pre, grad_p, pre_mix),
+          mix_grad(grad_q, post, post_mix),
+          gw_sum.sum({1, 2, 3}),
+          grad_lr};
+}
+
+}  // namespace metalearn_ext
