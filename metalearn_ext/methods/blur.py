@@ -170,14 +170,22 @@ class BLURMethod(Method):
             weights = [w.detach() for w in weights]
 
     def es_fitness(self, model: BLUR, members: Tensor, batch: Batch, cfg) -> Tensor:
-        """Query cross-entropy of each member after the whole unroll; members are per-copy parameters."""
+        """Query cross-entropy of each member after the whole unroll (or its mean after every step, as
+        ``train.query_loss_at`` says); members are per-copy parameters."""
         d = batch.data
         U = unroll_length(cfg.train, batch.step, d.inputs.shape[1])
         two = lambda t: t.repeat_interleave(2, 0)  # both members of a pair see its task
         weights = model.initial_state(members.shape[0], item_generators(batch.seed, batch.step, batch.indices, 2),
                                       members)
-        weights, _ = model.unroll(weights, two(d.inputs[:, :U]), two(d.labels[:, :U]), members)
-        return query_loss(model, weights, two(d.query_inputs), two(d.query_labels), members)
+        x, y, qx, qy = two(d.inputs[:, :U]), two(d.labels[:, :U]), two(d.query_inputs), two(d.query_labels)
+        if cfg.train.query_loss_at == "end":
+            weights, _ = model.unroll(weights, x, y, members)
+            return query_loss(model, weights, qx, qy, members)
+        losses = []
+        for s in range(U):  # the gradient path's objective: the mean query loss after every step
+            weights, _ = model.unroll(weights, x[:, s:s + 1], y[:, s:s + 1], members)
+            losses.append(query_loss(model, weights, qx, qy, members))
+        return torch.stack(losses).mean(0)
 
     def step_work(self, model: BLUR, cfg) -> dict[str, float]:
         """Learning steps of all copies per meta-step, at the initial unroll length ``train.unroll``."""

@@ -222,3 +222,22 @@ def test_margins_over_seeds(tmp_path):
     assert res["half"] == pytest.approx(4.303 * 0.01 / math.sqrt(3), rel=1e-3)  # t(0.975, 2 dof) * sd / sqrt(n)
     with pytest.raises(FileNotFoundError, match="metalearn eval"):
         margins_over_seeds([tmp_path / "nothing", dirs[0]])
+
+
+def test_margins_over_seeds_of_step_columns(tmp_path):
+    """BLUR's protocol stores one margin per evaluated step count: the columns are named by N."""
+    from metalearn_ext.evaluate.online_seeds import margins_over_seeds
+
+    dirs = []
+    for seed, m in ((0, -0.02), (1, 0.0), (2, 0.02)):
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        margins = [{"mean": m + n / 1000, "half": 0.01} for n in (1, 10)]
+        (d / "meta_test.json").write_text(json.dumps({
+            "config": {"train": {"seed": seed}}, "steps": [1, 10],
+            "task_sets": {"heldout": {"title": "t", "blur_minus_best_baseline": margins}}}))
+        dirs.append(d)
+    res = margins_over_seeds(dirs)
+    assert res["learner"] == "blur" and list(res["heldout"]) == ["N=1", "N=10"]
+    assert res["heldout"]["N=10"]["mean"] == pytest.approx(0.01)
+    assert res["heldout"]["N=1"]["half"] == pytest.approx(4.303 * 0.02 / math.sqrt(3), rel=1e-3)

@@ -75,8 +75,9 @@ def test_truncation_yields_one_update_per_segment():
     assert trainer.step().applied
 
 
-def test_es_members_equal_to_the_genome_give_its_loss():
-    cfg = tiny()
+@pytest.mark.parametrize("loss_at", ["end", "every_step"])
+def test_es_members_equal_to_the_genome_give_its_loss(loss_at):
+    cfg = tiny(f"train.query_loss_at={loss_at}")
     trainer = Trainer(cfg)
     model = trainer.model
     batch = Batch(trainer.task.sample([0, 1], seed=0, step=0), [0, 1], 0, 0, 2)
