@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 import metalearn_ext
-from benchmarks.timing import median_seconds
+from benchmarks.timing import add_speedups, median_seconds, op_call, ratio
 from metalearn_ext.ops.blur_hebbian import blur_hebbian, blur_hebbian_reference
 from metalearn_ext.ops.blur_propagate import blur_propagate, blur_propagate_reference
 from metalearn_ext.ops.blur_propagate.inputs import hebbian_inputs, propagate_inputs
@@ -25,7 +25,6 @@ LAYERS = ((64, 20, 2), (784, 512, 4), (512, 10, 8))  # (I, J, k)
 COPIES = (1, 16)
 OPS = ("propagate", "propagate_t", "hebbian")
 MODES = ("fwd", "fwd+bwd")
-BASELINES = ("reference", "reference+compile")
 
 
 def _env_list(name: str, default: tuple, cast=str) -> tuple:
@@ -106,32 +105,13 @@ def run(device: str = "cpu") -> list[dict]:
                             row = dict(op=f"blur_{op}", shape=list(shape), backend=name, mode=mode, device=device,
                                        ok=error is None, error=error)
                             if error is None:
-                                if mode == "fwd":
-                                    def call(fn=fn, inputs=inputs):
-                                        with torch.no_grad():
-                                            return fn(*inputs)
-                                else:
-                                    call = functools.partial(outputs_and_grads, lambda *x, fn=fn: [fn(*x)], inputs,
-                                                             upstream)
+                                call = op_call(lambda *x, fn=fn: [fn(*x)], inputs, upstream, mode)
                                 t = median_seconds(call, device, min_run_time=0.2)
                                 row.update(median_ms=t * 1e3, gflops=flops(op, *shape) / t / 1e9)
                             shape_rows.append(row)
                     add_speedups(shape_rows)
                     rows += shape_rows
     return rows
-
-
-def add_speedups(rows: list[dict]) -> None:
-    base = {(r["backend"], r["mode"]): r["median_ms"] for r in rows if r["backend"] in BASELINES and "median_ms" in r}
-    for r in rows:
-        for name in BASELINES:
-            if "median_ms" in r and (name, r["mode"]) in base:
-                r[f"speedup_vs_{name}"] = base[(name, r["mode"])] / r["median_ms"]
-
-
-def _ratio(row: dict, baseline: str, width: int) -> str:
-    key = f"speedup_vs_{baseline}"
-    return f"{row[key]:>{width}.2f}" if key in row else f"{'-':>{width}}"
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -143,8 +123,8 @@ def format_rows(rows: list[dict]) -> str:
         if not r["ok"]:
             lines.append(f"{where} WRONG: {r['error']}")
             continue
-        lines.append(f"{where} {r['median_ms']:>10.3f} {r['gflops']:>8.2f} {_ratio(r, 'reference', 7)} "
-                     f"{_ratio(r, 'reference+compile', 10)}")
+        lines.append(f"{where} {r['median_ms']:>10.3f} {r['gflops']:>8.2f} {ratio(r, 'reference', 7)} "
+                     f"{ratio(r, 'reference+compile', 10)}")
     return "\n".join(lines)
 
 

@@ -13,8 +13,7 @@ from collections.abc import Callable
 import torch
 
 import metalearn_ext
-from benchmarks.bench_vsml_step import add_speedups
-from benchmarks.timing import median_seconds
+from benchmarks.timing import add_speedups, median_seconds, op_call
 from metalearn_ext.ops.content_read import content_read, content_read_reference
 from metalearn_ext.ops.content_read import inputs as read_inputs
 from metalearn_ext.ops.mann_memory_step import inputs as step_inputs
@@ -67,13 +66,7 @@ def _run(op: str, device: str, shapes, reference: Callable, compiled_op: Callabl
                 row = {"op": op, "shape": list(shape), "backend": name, "mode": mode, "device": device,
                        "ok": error is None, "error": error}
                 if error is None:
-                    if mode == "fwd":
-                        def call(fn=fn, inputs=inputs):
-                            with torch.no_grad():
-                                return fn(*inputs)
-                    else:
-                        call = functools.partial(outputs_and_grads, fn, inputs, upstream)
-                    t = median_seconds(call, device)
+                    t = median_seconds(op_call(fn, inputs, upstream, mode), device)
                     row.update(median_ms=t * 1e3, addressings_per_s=B * H * S / t)
                 shape_rows.append(row)
         add_speedups(shape_rows)

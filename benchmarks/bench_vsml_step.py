@@ -11,14 +11,13 @@ from typing import Callable
 import torch
 
 import metalearn_ext
-from benchmarks.timing import median_seconds
+from benchmarks.timing import add_speedups, median_seconds, op_call, ratio
 from metalearn_ext.ops.testing import outputs_and_grads
 from metalearn_ext.ops.vsml_step import vsml_step, vsml_step_reference
 from metalearn_ext.ops.vsml_step.inputs import make_inputs
 
 SHAPES = [(16, 64, 10, 16, 8), (1, 784, 10, 16, 8), (16, 784, 10, 16, 8), (64, 100, 32, 16, 8)]  # (T, A, B, N, M)
 TICKS = 2
-BASELINES = ("reference", "reference+compile")  # every row's speed is also given relative to these
 # Peak HBM bandwidth by product name (bytes/s), for the roofline fraction.
 PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.039e12, "A100": 1.555e12}
 
@@ -85,13 +84,7 @@ def run(device: str = "cpu", shapes=SHAPES, extra: dict[str, Callable] | None = 
                 row = dict(op="vsml_step", shape=list(shape), ticks=TICKS, backend=name, mode=mode, device=device,
                            ok=error is None, error=error)
                 if error is None:
-                    if mode == "fwd":
-                        def call(fn=fn, inputs=inputs):
-                            with torch.no_grad():
-                                return fn(*inputs)
-                    else:
-                        call = functools.partial(outputs_and_grads, fn, inputs, upstream)
-                    t = median_seconds(call, device)
+                    t = median_seconds(op_call(fn, inputs, upstream, mode), device)
                     row.update(median_ms=t * 1e3, synapse_ticks_per_s=T * A * B * TICKS / t)
                     if mode == "fwd" and spec_bw:
                         bw = io_bytes(*shape) / t
@@ -101,20 +94,6 @@ def run(device: str = "cpu", shapes=SHAPES, extra: dict[str, Callable] | None = 
         add_speedups(shape_rows)
         rows += shape_rows
     return rows
-
-
-def add_speedups(rows: list[dict]) -> None:
-    """speedup_vs_<baseline> on every timed row of one shape, once all its variants are timed."""
-    base = {(r["backend"], r["mode"]): r["median_ms"] for r in rows if r["backend"] in BASELINES and "median_ms" in r}
-    for r in rows:
-        for name in BASELINES:
-            if "median_ms" in r and (name, r["mode"]) in base:
-                r[f"speedup_vs_{name}"] = base[(name, r["mode"])] / r["median_ms"]
-
-
-def _ratio(row: dict, baseline: str, width: int) -> str:
-    key = f"speedup_vs_{baseline}"
-    return f"{row[key]:>{width}.2f}" if key in row else f"{'-':>{width}}"  # '-': that baseline was not run
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -128,8 +107,8 @@ def format_rows(rows: list[dict]) -> str:
         roof = f"{r['roofline_fraction']:.0%}" if "roofline_fraction" in r else "-"
         lines.append(
             f"{str(tuple(r['shape'])):<22} {r['backend']:<18} {r['mode']:<8} {r['median_ms']:>10.3f} "
-            f"{r['synapse_ticks_per_s'] / 1e6:>12.1f} {_ratio(r, 'reference', 7)} "
-            f"{_ratio(r, 'reference+compile', 10)} {roof:>9}")
+            f"{r['synapse_ticks_per_s'] / 1e6:>12.1f} {ratio(r, 'reference', 7)} "
+            f"{ratio(r, 'reference+compile', 10)} {roof:>9}")
     return "\n".join(lines)
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from metalearn_ext.config import ConfigError, check_positive
 from metalearn_ext.files import atomic_write_text
+from metalearn_ext.methods.base import Batch, Method
 
-__all__ = ["FEW_SHOT_JSON", "FewShotEvalConfig", "evaluate_few_shot", "format_few_shot", "quick_check"]
+__all__ = ["FEW_SHOT_JSON", "FewShotEvalConfig", "FewShotMethod", "evaluate_few_shot", "format_few_shot", "quick_check"]
 
 FEW_SHOT_JSON = "few_shot.json"
 
@@ -86,3 +87,46 @@ def format_few_shot(res: dict) -> str:
     return (f"{res['method']} after {res['step']} meta-steps on {res['data']} "
             f"({res['results'][0]['episodes']} episodes per setting, mean ± 95% interval)\n"
             + few_shot_table(res["results"]))
+
+
+class FewShotMethod(Method):
+    """A method whose model has the few-shot interface ``loss(support_x, support_y, query_x, query_y, ...)
+    -> (loss, logits)`` and ``predict(support_x, support_y, query_x) -> logits`` (ProtoNet, MetaNet):
+    its meta-loss, the quick check after training, ``metalearn eval`` and the training-curve plot."""
+
+    eval_config = FewShotEvalConfig
+    plot_title = "meta-training"
+
+    def loss_options(self, cfg) -> dict:
+        """Keyword arguments of ``model.loss`` that come from the config."""
+        return {}
+
+    def meta_loss(self, model, batch: Batch, cfg):
+        b = batch.data
+        loss, _ = model.loss(b.support_images, b.support_labels, b.query_images, b.query_labels,
+                             **self.loss_options(cfg))
+        return loss
+
+    def after_training(self, model, task, cfg, run_dir, log) -> None:
+        model.eval()
+        try:
+            quick_check(model.predict, task, cfg, log, run_dir)
+        finally:
+            model.train()
+
+    def evaluate(self, run_dir, overrides, *, log, progress: bool) -> dict:
+        return evaluate_few_shot(run_dir, overrides, lambda model, cfg: model.predict, log=log, progress=progress)
+
+    def format_results(self, results: dict) -> str:
+        return format_few_shot(results)
+
+    def plot(self, run_dir, log) -> list[Path]:
+        import math
+
+        from metalearn_ext.train.config import config_from_dict
+        from metalearn_ext.train.plot import plot_training
+        from metalearn_ext.train.run_dir import saved_config
+
+        cfg = config_from_dict(self, saved_config(run_dir))
+        return [plot_training(run_dir, chance_loss=math.log(cfg.task.n_way), title=self.plot_title,
+                              ylabel="query cross-entropy")]

@@ -200,13 +200,20 @@ def _comparable(run_dir: Path, cfg) -> dict:
     mine = cfg.to_dict()
     for ev in other["evaluations"]:
         theirs = ev["config"]
-        diff = [f"task.{k}" for k in mine["task"] if theirs["task"].get(k) != mine["task"][k]]
+        diff = [f"task.{k}" for k in mine["task"] if not _same_setting(k, theirs["task"].get(k), mine["task"][k])]
         diff += ["train.seed"] * (theirs["train"]["seed"] != mine["train"]["seed"])
         diff += ["eval.episodes"] * (theirs["eval"]["episodes"] != mine["eval"]["episodes"])
         if diff:
             raise ConfigError(f"eval.compare: {run_dir} was evaluated on other episodes than this run (differs in: "
                               f"{', '.join(diff)})")
     return other
+
+
+def _same_setting(key: str, a, b) -> bool:
+    """Two task settings are the same; a data directory by where it resolves, not how it is spelled."""
+    if key == "root" and a is not None and b is not None:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return a == b
 
 
 def _read(run_dir: Path) -> dict:

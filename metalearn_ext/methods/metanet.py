@@ -3,23 +3,14 @@ K-shot episodes, with the few-shot protocol ProtoNet and MAML use."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from torch import Tensor
-
 from metalearn_ext.config import ConfigError, check_positive
 from metalearn_ext.methods import register_method
-from metalearn_ext.methods._few_shot import (
-    FEW_SHOT_JSON,
-    FewShotEvalConfig,
-    evaluate_few_shot,
-    format_few_shot,
-    quick_check,
-)
-from metalearn_ext.methods.base import Batch, Method, TrainConfig
+from metalearn_ext.methods._few_shot import FEW_SHOT_JSON, FewShotEvalConfig, FewShotMethod
+from metalearn_ext.methods.base import TrainConfig
 from metalearn_ext.nn import MetaNet
 
 __all__ = ["COMPARISON_PNG", "MetaNetEvalConfig", "MetaNetMethod", "MetaNetModelConfig", "MetaNetTrainConfig"]
@@ -66,13 +57,14 @@ class MetaNetEvalConfig(FewShotEvalConfig):
 
 
 @register_method
-class MetaNetMethod(Method):
+class MetaNetMethod(FewShotMethod):
     name = "metanet"
     description = "MetaNet: fast weights from per-example support gradients (one vmap call), attention over keys"
     tasks = ("episodes",)
     model_config = MetaNetModelConfig
     train_config = MetaNetTrainConfig
     eval_config = MetaNetEvalConfig
+    plot_title = "MetaNet meta-training"
 
     def check_config(self, cfg) -> None:
         super().check_config(cfg)
@@ -90,34 +82,12 @@ class MetaNetMethod(Method):
                        embed=m.embed, meta_hidden=m.meta_hidden, p=m.p, fast_layers=m.fast_layers,
                        gradients=m.gradients, channels_last=m.channels_last)
 
-    def meta_loss(self, model: MetaNet, batch: Batch, cfg) -> Tensor:
-        b = batch.data
-        loss, _ = model.loss(b.support_images, b.support_labels, b.query_images, b.query_labels,
-                             n_way=cfg.task.n_way)
-        return loss
-
-    def after_training(self, model, task, cfg, run_dir, log) -> None:
-        model.eval()
-        try:
-            quick_check(model.predict, task, cfg, log, run_dir)
-        finally:
-            model.train()
-
-    def evaluate(self, run_dir, overrides, *, log, progress: bool) -> dict:
-        return evaluate_few_shot(run_dir, overrides, lambda model, cfg: model.predict, log=log, progress=progress)
-
-    def format_results(self, results: dict) -> str:
-        return format_few_shot(results)
+    def loss_options(self, cfg) -> dict:
+        return {"n_way": cfg.task.n_way}
 
     def plot(self, run_dir, log) -> list[Path]:
-        from metalearn_ext.train.config import config_from_dict
-        from metalearn_ext.train.plot import plot_training
-        from metalearn_ext.train.run_dir import saved_config
-
         run_dir = Path(run_dir)
-        cfg = config_from_dict(self, saved_config(run_dir))
-        paths = [plot_training(run_dir, chance_loss=math.log(cfg.task.n_way), title="MetaNet meta-training",
-                               ylabel="query cross-entropy")]
+        paths = super().plot(run_dir, log)
         ours = run_dir / FEW_SHOT_JSON
         if ours.is_file():
             res = json.loads(ours.read_text())

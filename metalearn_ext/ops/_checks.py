@@ -29,7 +29,8 @@ def require_like(op: str, ref_name: str, ref: Tensor, others: Iterable[tuple[str
 
 
 def per_copy_scalar(op: str, name: str, value, T: int, like: Tensor) -> Tensor:
-    """A float, a 0-d tensor or a (T,) tensor as a finite (T,) tensor of like's dtype and device."""
+    """A float, a 0-d tensor or a (T,) tensor as a (T,) tensor of like's dtype and device; its
+    finiteness is checked by :func:`require_finite` (or by a compiled kernel, without a host sync)."""
     if isinstance(value, Tensor):
         if value.dim() == 0:
             value = value.expand(T)
@@ -43,6 +44,11 @@ def per_copy_scalar(op: str, name: str, value, T: int, like: Tensor) -> Tensor:
         value = torch.full((T,), float(value), dtype=like.dtype, device=like.device)
     else:
         raise TypeError(f"{op}: {name} must be a float or a tensor, got {type(value).__name__}")
-    if not torch.isfinite(value.detach()).all():
-        raise ValueError(f"{op}: {name} must be finite, got {value.detach().tolist()}")
     return value
+
+
+def require_finite(op: str, **tensors: Tensor) -> None:
+    """Every value finite (a host sync on a GPU: for the backends whose kernels do not check it)."""
+    for name, t in tensors.items():
+        if not torch.isfinite(t.detach()).all():
+            raise ValueError(f"{op}: {name} must be finite, got {t.detach().tolist()}")

@@ -116,3 +116,15 @@ def test_bad_config_names_the_key():
         config_from_dict(get_method("mann"), {"task": {"name": "episodes"}})
     with pytest.raises(ConfigError, match=r"'eval\.episodes': must be >= 2"):
         _config(eval={"episodes": 1})
+
+
+def test_compared_runs_match_a_data_directory_by_where_it_resolves(tmp_path, monkeypatch):
+    from metalearn_ext.methods.mann import _same_setting
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert _same_setting("root", "data", str(tmp_path / "data"))  # relative and absolute spellings
+    assert _same_setting("root", "./data/", "data")
+    assert not _same_setting("root", "data", str(tmp_path / "elsewhere"))
+    assert not _same_setting("root", None, "data") and _same_setting("root", None, None)
+    assert not _same_setting("n_way", 5, 15)

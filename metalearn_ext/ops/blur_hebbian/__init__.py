@@ -5,20 +5,18 @@ import torch
 from torch import Tensor
 
 from metalearn_ext.ops import registry
-from metalearn_ext.ops._checks import per_copy_scalar, require_tensors
+from metalearn_ext.ops._checks import per_copy_scalar, require_finite, require_tensors
 from metalearn_ext.ops.blur_hebbian.reference import NORM_EPS, blur_hebbian_reference
 from metalearn_ext.ops.blur_hebbian.shapes import check_args, check_weight, fake_blur_hebbian
-from metalearn_ext.ops.blur_propagate import MAX_STATES
+from metalearn_ext.ops.blur_propagate import states_at_most_max
 from metalearn_ext.ops.choice import choose_backend
 from metalearn_ext.ops.registry import Kernel, OpSpec, Verdict
 
 __all__ = ["NORM_EPS", "SPEC", "blur_hebbian", "blur_hebbian_reference", "check_args"]
 
 
-
 def _states_at_most_max(weight: Tensor, *args) -> Verdict:
-    k = weight.shape[-1]
-    return k <= MAX_STATES, f"supports k <= {MAX_STATES} states, got k={k}"
+    return states_at_most_max(weight.shape[-1])
 
 
 SPEC = registry.register(OpSpec(
@@ -34,8 +32,9 @@ SPEC = registry.register(OpSpec(
 
 
 def _per_copy(name: str, value: Tensor | float, T: int, like: Tensor) -> Tensor:
-    """decay or lr as a finite (T,) tensor. Under torch.compile the finiteness of a tensor is data that Dynamo
-    cannot branch on: the shapes are checked here and the compiled kernels check finiteness when they run."""
+    """decay or lr as a (T,) tensor; its finiteness is checked by the C++/CUDA kernels when they run, and here
+    for the other backends. Under torch.compile the finiteness of a tensor is data that Dynamo cannot branch
+    on: only the shapes are checked then."""
     if isinstance(value, Tensor) and torch.compiler.is_compiling():
         if value.dim() != 0 and value.shape != (T,):
             per_copy_scalar("blur_hebbian", name, value, T, like)  # raises the shape error
@@ -70,6 +69,8 @@ def blur_hebbian(weight: Tensor, pre: Tensor, post: Tensor, pre_mix: Tensor, pos
     args = (weight, pre, post, pre_mix, post_mix, decay, lr, normalize, oja)
     check_args(*args)
     name = choose_backend("blur_hebbian", backend, *args)
+    if name in ("reference", "triton") and not torch.compiler.is_compiling():
+        require_finite("blur_hebbian", decay=decay, lr=lr)
     if name == "reference":
         return blur_hebbian_reference(*args)
     if name == "triton":

@@ -10,14 +10,19 @@ from metalearn_ext.ops.blur_propagate.shapes import check_args, fake_blur_propag
 from metalearn_ext.ops.choice import choose_backend
 from metalearn_ext.ops.registry import Kernel, OpSpec, Verdict
 
-__all__ = ["MAX_STATES", "SPEC", "blur_propagate", "blur_propagate_reference", "check_args", "mix_states"]
+__all__ = ["MAX_STATES", "SPEC", "blur_propagate", "blur_propagate_reference", "check_args", "mix_states",
+           "states_at_most_max"]
 
 MAX_STATES = 64  # the compiled kernels keep one neuron's k states in fixed-size arrays
 
 
-def _states_at_most_max(a: Tensor, weight: Tensor, *args) -> Verdict:
-    k = weight.shape[-1]
+def states_at_most_max(k: int) -> Verdict:
+    """Whether the compiled kernels of the BLUR ops take k states."""
     return k <= MAX_STATES, f"supports k <= {MAX_STATES} states, got k={k}"
+
+
+def _states_at_most_max(a: Tensor, weight: Tensor, *args) -> Verdict:
+    return states_at_most_max(weight.shape[-1])
 
 
 SPEC = registry.register(OpSpec(

@@ -14,14 +14,19 @@ from metalearn_ext.ops.content_read.reference import (
 from metalearn_ext.ops.content_read.shapes import check_args, fake_content_read
 from metalearn_ext.ops.registry import Kernel, OpSpec, Verdict
 
-__all__ = ["COS_EPS", "SPEC", "check_args", "content_read", "content_read_reference", "cosine_similarity"]
+__all__ = ["COS_EPS", "SPEC", "check_args", "content_read", "content_read_reference", "cosine_similarity",
+           "fits_shared_memory"]
 
 
-def _fits_shared_memory(memory, keys, *rest) -> Verdict:
-    """The CUDA kernel keeps per-slot norms and the slot choice in 48 KiB of shared memory
-    (csrc/cuda/content_read_kernels.cuh, memory_smem_bytes)."""
-    S, H = memory.shape[1], keys.shape[1]
+def fits_shared_memory(S: int, H: int) -> Verdict:
+    """Whether the CUDA kernels of content_read and mann_memory_step take S slots and H heads: they keep
+    per-slot norms and the slot choice in 48 KiB of shared memory (csrc/cuda/content_read_kernels.cuh,
+    memory_smem_bytes)."""
     return 4 * (3 * S + 3 * H + 512) <= 48 * 1024, f"supports 3·(S + H) + 512 <= 12288, got S={S}, H={H}"
+
+
+def _fits_shared_memory(memory: Tensor, keys: Tensor, *rest) -> Verdict:
+    return fits_shared_memory(memory.shape[1], keys.shape[1])
 
 
 SPEC = registry.register(OpSpec(

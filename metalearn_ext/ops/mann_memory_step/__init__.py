@@ -6,6 +6,7 @@ from torch import Tensor
 
 from metalearn_ext.ops import registry
 from metalearn_ext.ops.choice import choose_backend
+from metalearn_ext.ops.content_read import fits_shared_memory
 from metalearn_ext.ops.mann_memory_step.reference import (
     least_used,
     mann_memory_step_reference,
@@ -16,11 +17,8 @@ from metalearn_ext.ops.registry import Kernel, OpSpec, Verdict
 __all__ = ["SPEC", "check_args", "least_used", "mann_memory_step", "mann_memory_step_reference"]
 
 
-def _fits_shared_memory(memory, usage, read_weights, keys, *rest) -> Verdict:
-    """The CUDA kernel keeps per-slot norms and the slot choice in 48 KiB of shared memory
-    (csrc/cuda/content_read_kernels.cuh, memory_smem_bytes)."""
-    S, H = memory.shape[1], keys.shape[1]
-    return 4 * (3 * S + 3 * H + 512) <= 48 * 1024, f"supports 3·(S + H) + 512 <= 12288, got S={S}, H={H}"
+def _fits_shared_memory(memory: Tensor, usage: Tensor, read_weights: Tensor, keys: Tensor, *rest) -> Verdict:
+    return fits_shared_memory(memory.shape[1], keys.shape[1])
 
 
 SPEC = registry.register(OpSpec(
