@@ -59,7 +59,53 @@ at::Tensor mix3(const at::Tensor& mix) { return (mix.dim() == 2 ? mix.unsqueeze(
 at::Tensor mix4(const at::Tensor& mix) { return mix.dim() == 2 ? mix : mix.unsqueeze(1); }
 
 // The k×k contractions below are GEMMs with an inner or outer size of k, for which at::matmul costs tens of
-// µs at BLUR's sizes on CPU (k = 2, a few thousand rows); there they are one pass over the states instead.
+// µs at BLUR's sizes on CPU (k = 2, a few thousand rows); there they are one pass over the states instead,
+// unrolled for the small k (K > 0: k = K known at compile time; K = 0: any k).
+
+template <typename T, int K>
+void mix_rows(const T* __restrict x, T* __restrict out, int64_t rows, const T* mt_in, int64_t k) {
+  constexpr int kMax = K > 0 ? K * K : 1;
+  T local[kMax];
+  const T* mt = mt_in;
+  if constexpr (K > 0) {
+    for (int i = 0; i < K * K; ++i) local[i] = mt_in[i];
+    mt = local;
+  }
+  const int64_t kk = K > 0 ? K : k;
+  for (int64_t r = 0; r < rows; ++r, x += kk, out += kk)
+    for (int64_t c = 0; c < kk; ++c) {
+      T acc = 0;
+      for (int64_t d = 0; d < kk; ++d) acc += mt[c * kk + d] * x[d];
+      out[c] = acc;
+    }
+}
+
+template <typename T, int K>
+void outer_rows(const T* __restrict x, const T* __restrict y, T* __restrict out, int64_t rows, int64_t k) {
+  const int64_t kk = K > 0 ? K : k;
+  if constexpr (K > 0) {
+    T acc[K * K] = {};
+    for (int64_t r = 0; r < rows; ++r, x += K, y += K)
+      for (int c = 0; c < K; ++c)
+        for (int d = 0; d < K; ++d) acc[c * K + d] += x[c] * y[d];
+    for (int i = 0; i < K * K; ++i) out[i] += acc[i];
+  } else {
+    for (int64_t r = 0; r < rows; ++r, x += kk, y += kk)
+      for (int64_t c = 0; c < kk; ++c)
+        for (int64_t d = 0; d < kk; ++d) out[c * kk + d] += x[c] * y[d];
+  }
+}
+
+// fn.template operator()<K>() with K = k for k in 2..4, else K = 0.
+template <class Fn>
+void with_small_k(int64_t k, const Fn& fn) {
+  switch (k) {
+    case 2: return fn.template operator()<2>();
+    case 3: return fn.template operator()<3>();
+    case 4: return fn.template operator()<4>();
+    default: return fn.template operator()<0>();
+  }
+}
 
 // x (T, ..., k) with its states mixed: out[t,..,c] = Σ_d m[c,d]·x[t,..,d] with m = mix (k, k) or mix[t]
 // (T, k, k); transpose_mix: m = mixᵀ. Contiguous.
@@ -80,14 +126,7 @@ at::Tensor mix_last(const at::Tensor& x, const at::Tensor& mix, bool transpose_m
       const scalar_t* mp = m.const_data_ptr<scalar_t>() + t * m_t;
       for (int64_t c = 0; c < k; ++c)
         for (int64_t d = 0; d < k; ++d) mt[c * k + d] = transpose_mix ? mp[d * k + c] : mp[c * k + d];
-      const scalar_t* xr = xp + t * rows * k;
-      scalar_t* orow = op + t * rows * k;
-      for (int64_t r = 0; r < rows; ++r, xr += k, orow += k)
-        for (int64_t c = 0; c < k; ++c) {
-          scalar_t acc = 0;
-          for (int64_t d = 0; d < k; ++d) acc += mt[c * k + d] * xr[d];
-          orow[c] = acc;
-        }
+      with_small_k(k, [&]<int K>() { mix_rows<scalar_t, K>(xp + t * rows * k, op + t * rows * k, rows, mt.data(), k); });
     }
   });
   return out;
@@ -109,11 +148,7 @@ at::Tensor mix_grad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
     const scalar_t* yp = yc.const_data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t) {
       scalar_t* o = out.mutable_data_ptr<scalar_t>() + (mix.dim() == 2 ? 0 : t * k * k);
-      const scalar_t* xr = xp + t * rows * k;
-      const scalar_t* yr = yp + t * rows * k;
-      for (int64_t r = 0; r < rows; ++r, xr += k, yr += k)
-        for (int64_t c = 0; c < k; ++c)
-          for (int64_t d = 0; d < k; ++d) o[c * k + d] += xr[c] * yr[d];
+      with_small_k(k, [&]<int K>() { outer_rows<scalar_t, K>(xp + t * rows * k, yp + t * rows * k, o, rows, k); });
     }
   });
   return out;
