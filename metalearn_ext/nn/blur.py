@@ -225,10 +225,14 @@ class BLUR(nn.Module):
             v = p[f"genome.{name}"]
             v = v.transpose(0, 1) if per_copy else v
             stacked.append(v.expand(L, *v.shape[1:]) if v.shape[0] != L else v)
+        # blur_step's arguments as the backend choice sees them (x stands in for the label code: same device
+        # and dtype, and the choice reads no other shape of it)
         args = (weights, x, x, *stacked, self.normalize, self.oja, self.hidden_activation, self.output_activation)
         try:
             backend = choose_backend("blur_step", "cpp" if self.fused else self.backend, *args)
         except RuntimeError as e:
+            if not self.fused:  # backend="cpp" forced: the per-op path would raise the same
+                raise
             raise RuntimeError(f"BLUR: fused=True cannot run here: {e}") from None
         return tuple(stacked) if backend == "cpp" else None
 
