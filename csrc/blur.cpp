@@ -2,9 +2,12 @@
 
 #include "checks.h"
 
+#include <ATen/Dispatch.h>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 namespace metalearn_ext {
 
@@ -55,12 +58,100 @@ at::Tensor mix3(const at::Tensor& mix) { return (mix.dim() == 2 ? mix.unsqueeze(
 // mix broadcastable against (T, batch, n, k) states in a matmul: (k, k) or (T, 1, k, k).
 at::Tensor mix4(const at::Tensor& mix) { return mix.dim() == 2 ? mix : mix.unsqueeze(1); }
 
+// The k×k contractions below are GEMMs with an inner or outer size of k, for which at::matmul costs tens of
+// µs at BLUR's sizes on CPU (k = 2, a few thousand rows); there they are one pass over the states instead,
+// unrolled for the small k (K > 0: k = K known at compile time; K = 0: any k).
+
+template <typename T, int K>
+void mix_rows(const T* __restrict x, T* __restrict out, int64_t rows, const T* mt_in, int64_t k) {
+  constexpr int kMax = K > 0 ? K * K : 1;
+  T local[kMax];
+  const T* mt = mt_in;
+  if constexpr (K > 0) {
+    for (int i = 0; i < K * K; ++i) local[i] = mt_in[i];
+    mt = local;
+  }
+  const int64_t kk = K > 0 ? K : k;
+  for (int64_t r = 0; r < rows; ++r, x += kk, out += kk)
+    for (int64_t c = 0; c < kk; ++c) {
+      T acc = 0;
+      for (int64_t d = 0; d < kk; ++d) acc += mt[c * kk + d] * x[d];
+      out[c] = acc;
+    }
+}
+
+template <typename T, int K>
+void outer_rows(const T* __restrict x, const T* __restrict y, T* __restrict out, int64_t rows, int64_t k) {
+  const int64_t kk = K > 0 ? K : k;
+  if constexpr (K > 0) {
+    T acc[K * K] = {};
+    for (int64_t r = 0; r < rows; ++r, x += K, y += K)
+      for (int c = 0; c < K; ++c)
+        for (int d = 0; d < K; ++d) acc[c * K + d] += x[c] * y[d];
+    for (int i = 0; i < K * K; ++i) out[i] += acc[i];
+  } else {
+    for (int64_t r = 0; r < rows; ++r, x += kk, y += kk)
+      for (int64_t c = 0; c < kk; ++c)
+        for (int64_t d = 0; d < kk; ++d) out[c * kk + d] += x[c] * y[d];
+  }
+}
+
+// fn.template operator()<K>() with K = k for k in 2..4, else K = 0.
+template <class Fn>
+void with_small_k(int64_t k, const Fn& fn) {
+  switch (k) {
+    case 2: return fn.template operator()<2>();
+    case 3: return fn.template operator()<3>();
+    case 4: return fn.template operator()<4>();
+    default: return fn.template operator()<0>();
+  }
+}
+
+// x (T, ..., k) with its states mixed: out[t,..,c] = Σ_d m[c,d]·x[t,..,d] with m = mix (k, k) or mix[t]
+// (T, k, k); transpose_mix: m = mixᵀ. Contiguous.
+at::Tensor mix_last(const at::Tensor& x, const at::Tensor& mix, bool transpose_mix) {
+  if (!x.is_cpu()) {
+    const auto m = mix4(mix);
+    return at::matmul(x, transpose_mix ? m : m.transpose(-1, -2)).contiguous();
+  }
+  const auto xc = x.contiguous();
+  const auto m = mix3(mix);
+  const int64_t k = xc.size(-1), T = xc.size(0), rows = xc.numel() / (T * k), m_t = m.size(0) > 1 ? k * k : 0;
+  auto out = at::empty_like(xc);
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "blur_mix_last", [&] {
+    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    std::vector<scalar_t> mt(k * k);  // m as used: mt[c·k + d] multiplies x[d] into out[c]
+    for (int64_t t = 0; t < T; ++t) {
+      const scalar_t* mp = m.const_data_ptr<scalar_t>() + t * m_t;
+      for (int64_t c = 0; c < k; ++c)
+        for (int64_t d = 0; d < k; ++d) mt[c * k + d] = transpose_mix ? mp[d * k + c] : mp[c * k + d];
+      with_small_k(k, [&]<int K>() { mix_rows<scalar_t, K>(xp + t * rows * k, op + t * rows * k, rows, mt.data(), k); });
+    }
+  });
+  return out;
+}
+
 // Σ over everything but the last axis of x[.., c] y[.., d] → (k, k), or per copy (T, k, k).
 at::Tensor mix_grad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& mix) {
-  const int64_t k = x.size(-1);
-  if (mix.dim() == 2) return at::matmul(x.reshape({-1, k}).t(), y.reshape({-1, k}));
-  const int64_t T = x.size(0);
-  return at::matmul(x.reshape({T, -1, k}).transpose(1, 2), y.reshape({T, -1, k}));
+  const int64_t k = x.size(-1), T = x.size(0);
+  if (!x.is_cpu()) {
+    if (mix.dim() == 2) return at::matmul(x.reshape({-1, k}).t(), y.reshape({-1, k}));
+    return at::matmul(x.reshape({T, -1, k}).transpose(1, 2), y.reshape({T, -1, k}));
+  }
+  const auto xc = x.contiguous();
+  const auto yc = y.contiguous();
+  const int64_t rows = xc.numel() / (T * k);
+  auto out = at::zeros(mix.dim() == 2 ? std::vector<int64_t>{k, k} : std::vector<int64_t>{T, k, k}, xc.options());
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "blur_mix_grad", [&] {
+    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+    const scalar_t* yp = yc.const_data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      scalar_t* o = out.mutable_data_ptr<scalar_t>() + (mix.dim() == 2 ? 0 : t * k * k);
+      with_small_k(k, [&]<int K>() { outer_rows<scalar_t, K>(xp + t * rows * k, yp + t * rows * k, o, rows, k); });
+    }
+  });
+  return out;
 }
 
 }  // namespace
@@ -135,17 +226,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> blur_propagate_backward(const at:
     grad_w = products.pattern(a.permute({0, 2, 1, 3}), mix3(mix), g.view({T, B, J * k}), {});  // Σ_b m[b,i,c] g[b,j,c]
   } else {
     grad_m = products.pattern(g, at::Tensor(), w.view({T, I, J * k}), {}).view({T, B, J, k});  // Σ_i g[b,i,c] w[i,j,c]
-    const auto m = at::matmul(a, mix4(mix).transpose(-1, -2)).contiguous();
+    const auto m = mix_last(a, mix, false);
     grad_w = products.pattern(g.permute({0, 2, 1, 3}), at::Tensor(), m.view({T, B, J * k}), {});  // Σ_b g[b,i,c] m[b,j,c]
   }
-  return {at::matmul(grad_m, mix4(mix)), grad_w.view({T, I, J, k}), mix_grad(grad_m, a, mix)};
+  return {mix_last(grad_m, mix, true), grad_w.view({T, I, J, k}), mix_grad(grad_m, a, mix)};
 }
 
 namespace {
 
 // q[t,b,j,c] = Σ_d post_mix[c,d] post[t,b,j,d], contiguous.
 at::Tensor mixed_post(const at::Tensor& post, const at::Tensor& post_mix) {
-  return at::matmul(post, mix4(post_mix).transpose(-1, -2)).contiguous();
+  return mix_last(post, post_mix, false);
 }
 
 }  // namespace
@@ -182,7 +273,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   check_same_dtype_device(grad, weight, op, "grad", "weight");
   const auto w = weight.contiguous();
   const auto q = mixed_post(post, post_mix);                      // (T,B,J,k)
-  const auto p = at::matmul(pre, mix4(pre_mix)).contiguous();     // (T,B,I,k)
+  const auto p = mix_last(pre, pre_mix, true);                    // (T,B,I,k)
   const auto hebb = products.pattern(p.permute({0, 2, 1, 3}), at::Tensor(), q.view({T, B, N}), {}).view({T, I, J, k});
   const auto lr4 = lr.view({T, 1, 1, 1});
   const auto q_sq = oja ? q.square().sum(1, true) : at::Tensor();  // (T,1,J,k)
@@ -202,8 +293,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto grad_q = products.pattern(p, at::Tensor(), grad_u_c.view({T, I, N}), {}).view({T, B, J, k}) * lr4;
   if (oja) grad_q = grad_q - 2 * lr4 * q * gw_sum;
   return {alpha * grad_u,
-          at::matmul(grad_p, mix4(pre_mix).transpose(-1, -2)),
-          at::matmul(grad_q, mix4(post_mix)),
+          mix_last(grad_p, pre_mix, false),
+          mix_last(grad_q, post_mix, true),
           mix_grad(pre, grad_p, pre_mix),
           mix_grad(grad_q, post, post_mix),
           gw_sum.sum({1, 2, 3}),

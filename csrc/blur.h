@@ -35,6 +35,9 @@ struct BlurProducts {
   ChannelDot dot;
 };
 
+// The CPU products (csrc/cpu/blur.cpp), for the CPU kernels of ops composed of these (csrc/cpu/blur_step.cpp).
+const BlurProducts& cpu_blur_products();
+
 // Validate every argument; throw ValueError naming the argument and the expected shape, with the
 // messages of the Python checks (ops/blur_*/shapes.py).
 void check_blur_propagate_args(const at::Tensor& a, const at::Tensor& weight, const at::Tensor& mix, bool transpose,

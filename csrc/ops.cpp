@@ -47,4 +47,17 @@ TORCH_LIBRARY(metalearn_ext, m) {
   m.def("blur_hebbian_backward(Tensor grad, Tensor weight, Tensor pre, Tensor post, Tensor pre_mix,"
         " Tensor post_mix, Tensor decay, Tensor lr, bool normalize, bool oja)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // specs/blur.md §2, one learning step of a whole BLUR network (nn.BLUR.learning_step). weights: per layer
+  // (T,n_l,n_{l+1},k); x (T,batch,n_0) standardized; code (T,batch,C) the label code; the genome stacked over
+  // the L layers: f, eta, f_hebb, eta_hebb (L) or (L,T), nu, mu, nu_hebb, mu_hebb (L,k,k) or (L,T,k,k);
+  // activations "relu_tanh", "tanh" or "identity". Returns (new weights, pred (T,batch,C)).
+  m.def("blur_step(Tensor[] weights, Tensor x, Tensor code, Tensor f, Tensor eta, Tensor f_hebb, Tensor eta_hebb,"
+        " Tensor nu, Tensor mu, Tensor nu_hebb, Tensor mu_hebb, bool normalize, bool oja, str hidden_activation,"
+        " str output_activation) -> (Tensor[], Tensor)");
+  // Gradients w.r.t. weights, x, code and the eight genome tensors, recomputed from the inputs; a missing
+  // (None) upstream gradient counts as zero.
+  m.def("blur_step_backward(Tensor?[] grad_weights, Tensor? grad_pred, Tensor[] weights, Tensor x, Tensor code,"
+        " Tensor f, Tensor eta, Tensor f_hebb, Tensor eta_hebb, Tensor nu, Tensor mu, Tensor nu_hebb, Tensor mu_hebb,"
+        " bool normalize, bool oja, str hidden_activation, str output_activation)"
+        " -> (Tensor[], Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

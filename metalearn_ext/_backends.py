@@ -36,7 +36,11 @@ def load_extension() -> tuple[bool, str]:
     except ImportError as e:  # not built, or built against another torch
         return False, f"metalearn_ext._C could not be imported ({e}); {_INSTALL_HINT}"
     for spec in registry.ops():
-        if _defined(spec.name):  # an op newer than the build has no schema: status() says so
+        if not _defined(spec.name):  # an op newer than the build has no schema: status() says so
+            continue
+        if spec.register_compiled is not None:
+            spec.register_compiled()
+        else:
             autograd.register(spec.qualname, f"{spec.qualname}_backward", spec.fake, spec.reference)
     return True, "built"
 

@@ -199,6 +199,8 @@ const metalearn_ext::BlurProducts kCpuProducts{&pattern_cpu, &dot_cpu};
 
 }  // namespace
 
+const metalearn_ext::BlurProducts& metalearn_ext::cpu_blur_products() { return kCpuProducts; }
+
 TORCH_LIBRARY_IMPL(metalearn_ext, CPU, m) {
   m.impl("blur_propagate", [](const at::Tensor& a, const at::Tensor& weight, const at::Tensor& mix, bool transpose) {
     check_states(weight, "blur_propagate");

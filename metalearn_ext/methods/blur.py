@@ -46,6 +46,7 @@ class BLURModelConfig:
     genome_noise: float = 0.1
     logit_scale: float = 5.0
     backend: Literal["reference", "cpp", "cuda", "triton"] | None = None
+    fused: bool | None = None  # one blur_step call per learning step (None: where its cpp kernel can run)
 
     def check(self, section: str) -> None:
         check_positive(self, section, "init_scale", "logit_scale")

@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalearn_ext.nn.blur_genome import BLURGenome, backprop_genome_values
+from metalearn_ext.nn.blur_genome import GENOME_NAMES, BLURGenome, backprop_genome_values
 from metalearn_ext.ops import blur_hebbian, blur_propagate
+from metalearn_ext.ops.blur_step.reference import ACTIVATIONS
+from metalearn_ext.ops.choice import choose_backend
 
 __all__ = ["ACTIVATIONS", "BLUR", "LABEL_ENCODINGS"]
 
-ACTIVATIONS = {"relu_tanh": lambda z: torch.relu(torch.tanh(z)), "tanh": torch.tanh, "identity": lambda z: z}
 LABEL_ENCODINGS = ("one_hot", "pm1")
 
 Params = dict[str, Tensor]
@@ -55,6 +56,10 @@ class BLUR(nn.Module):
         genome_init, genome_lr, genome_noise: see :class:`BLURGenome` (init, lr, noise).
         logit_scale: the initial logit scale.
         backend: the ops' backend (None: the fastest usable one).
+        fused: run each learning step as one ``blur_step`` call (forward, label, backward pass and update
+            of every layer in one C++ call, its gradient in one more): None uses it where its cpp kernel
+            can run these tensors (CPU, float32/float64, backend None or "cpp", $METALEARN_BACKEND not
+            forcing another); True requires it (an error says why it cannot run); False never.
     """
 
     def __init__(self, layer_sizes: Sequence[int], states: int = 2, *, per_layer_genome: bool = False,
@@ -62,7 +67,7 @@ class BLUR(nn.Module):
                  hidden_activation: str = "relu_tanh", output_activation: str = "tanh", init_scale: float = 1.0,
                  learn_init_scale: bool = False, tie_channels: bool = False, genome_init: str = "backprop",
                  genome_lr: float = 0.05, genome_noise: float = 0.1, logit_scale: float = 5.0,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, fused: bool | None = None) -> None:
         super().__init__()
         sizes = [int(s) for s in layer_sizes]
         if len(sizes) < 2 or min(sizes) < 1:
@@ -74,11 +79,16 @@ class BLUR(nn.Module):
         for name, act in (("hidden_activation", hidden_activation), ("output_activation", output_activation)):
             if act not in ACTIVATIONS:
                 raise ValueError(f"BLUR: {name} must be one of {tuple(ACTIVATIONS)}, got {act!r}")
+        if fused not in (None, True, False):
+            raise ValueError(f"BLUR: fused must be None, True or False, got {fused!r}")
+        if fused and backend not in (None, "cpp"):
+            raise ValueError(f"BLUR: fused=True runs the cpp kernel of blur_step, but backend={backend!r}")
         if not (init_scale > 0 and logit_scale > 0):
             raise ValueError(f"BLUR: init_scale and logit_scale must be positive, got {init_scale}, {logit_scale}")
         self.sizes, self.states = sizes, states
         self.per_layer_genome, self.normalize, self.oja = per_layer_genome, normalize, oja
         self.label_encoding, self.tie_channels, self.backend = label_encoding, tie_channels, backend
+        self.fused = fused
         self.hidden_activation, self.output_activation = hidden_activation, output_activation
         L = len(sizes) - 1
         self.genome = BLURGenome(states, L if per_layer_genome else 1, genome_init, genome_lr, genome_noise)
@@ -205,6 +215,33 @@ class BLUR(nn.Module):
             acts.append(a)
         return acts
 
+    def _fused_genome(self, weights: list[Tensor], x: Tensor, p: Params, per_copy: bool) -> tuple[Tensor, ...] | None:
+        """The genes of every layer as ``blur_step`` takes them ((L,) / (L, k, k), per copy (L, T) / (L, T, k, k)),
+        if learning steps on these tensors run fused (see ``fused``), else None."""
+        if self.fused is False or (self.fused is None and self.backend not in (None, "cpp")):
+            return None
+        L, stacked = self.num_layers, []
+        for name in GENOME_NAMES:  # f, eta, f_hebb, eta_hebb, nu, mu, nu_hebb, mu_hebb: blur_step's order
+            v = p[f"genome.{name}"]
+            v = v.transpose(0, 1) if per_copy else v
+            stacked.append(v.expand(L, *v.shape[1:]) if v.shape[0] != L else v)
+        # blur_step's arguments as the backend choice sees them (x stands in for the label code: same device
+        # and dtype, and the choice reads no other shape of it)
+        args = (weights, x, x, *stacked, self.normalize, self.oja, self.hidden_activation, self.output_activation)
+        try:
+            backend = choose_backend("blur_step", "cpp" if self.fused else self.backend, *args)
+        except RuntimeError as e:
+            if not self.fused:  # backend="cpp" forced: the per-op path would raise the same
+                raise
+            raise RuntimeError(f"BLUR: fused=True cannot run here: {e}") from None
+        return tuple(stacked) if backend == "cpp" else None
+
+    def _fused_step(self, weights: list[Tensor], x: Tensor, code: Tensor, genome: tuple[Tensor, ...]
+                    ) -> tuple[list[Tensor], Tensor]:
+        new, pred = torch.ops.metalearn_ext.blur_step(weights, x, code, *genome, self.normalize, self.oja,
+                                                      self.hidden_activation, self.output_activation)
+        return list(new), pred
+
     def learning_step(self, weights: list[Tensor], x: Tensor, code: Tensor, params: Tensor | Params | None = None
                       ) -> tuple[list[Tensor], Tensor]:
         """One learning step on a batch (the unit a fused kernel can replace).
@@ -219,6 +256,9 @@ class BLUR(nn.Module):
             (new weights, the output's state 0 (T, batch, C) before the update).
         """
         p, per_copy = self._params(params)
+        genome = self._fused_genome(weights, x, p, per_copy)
+        if genome is not None:
+            return self._fused_step(weights, x, code, genome)
         acts = self._forward_states(weights, x, p, per_copy)
         top = acts[-1]
         pred = top[..., 0]
@@ -267,9 +307,13 @@ class BLUR(nn.Module):
         p, per_copy = self._params(params)
         x = self._standardize(inputs)
         code = self._label_code(labels, x)
+        genome = self._fused_genome(weights, x[:, 0], p, per_copy)
         preds = []
         for s in range(inputs.shape[1]):
-            weights, pred = self.learning_step(weights, x[:, s], code[:, s], p if per_copy else None)
+            if genome is not None:
+                weights, pred = self._fused_step(weights, x[:, s], code[:, s], genome)
+            else:
+                weights, pred = self.learning_step(weights, x[:, s], code[:, s], p if per_copy else None)
             preds.append(pred)
         return weights, self._logits(torch.stack(preds, 1), p, per_copy)
 

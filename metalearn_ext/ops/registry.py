@@ -39,12 +39,15 @@ class OpSpec:
     reference: the plain-PyTorch op, same arguments: the truth, and the double backward.
     fake: same arguments, returns empty outputs of the right shapes (torch.compile, FakeTensor).
     kernels: backend name -> Kernel, for the compiled backends the op has ("reference" always exists).
+    register_compiled: registers the fakes and autograd of torch.ops.metalearn_ext.<name> once the extension is
+        loaded; None: ops/autograd.register (a Python autograd calling `<name>_backward`).
     """
 
     name: str
     reference: Callable
     fake: Callable
     kernels: Mapping[str, Kernel]
+    register_compiled: Callable[[], None] | None = None
 
     @property
     def qualname(self) -> str:
