@@ -150,10 +150,15 @@ sel="(cuda or mixed_devices) and not emulated"
 
 stage "benchmarks $(out_of_time 60)"
 variants="reference,cuda"; [ "${GPU_CHECK_FULL:-0}" = 1 ] && variants=""
-[ -z "$(out_of_time 60)" ] && METALEARN_BENCH_VARIANTS="$variants" timeout "$(left 150)" "$PY" -m benchmarks.run \
-  --op vsml_step --device cuda --json "$OUT/bench_vsml_step_cuda.json" 2>&1 | grep -v "^\[\|Warning"
+# every op on main, vsml_step first (the longest-standing); the BLUR ops at T = 1 only to fit the budget
+for op_budget in vsml_step:100 blur:90 content_read:40 mann_memory_step:40; do
+  op=${op_budget%%:*}; budget=${op_budget##*:}
+  [ -z "$(out_of_time 30)" ] || { echo "benchmark $op $(out_of_time 30)"; continue; }
+  METALEARN_BENCH_VARIANTS="$variants" METALEARN_BENCH_BLUR_T=1 timeout "$(left "$budget")" "$PY" -m benchmarks.run \
+    --op "$op" --device cuda --json "$OUT/bench_${op}_cuda.json" 2>&1 | grep -v "^\[\|Warning"
+done
 
-stage "compute-sanitizer memcheck (small case, forward + backward, N = 8/16/32, ticks 3) $(out_of_time 30)"
+stage "compute-sanitizer memcheck (small cases of every op, forward + backward) $(out_of_time 30)"
 cat >"$OUT/memcheck_case.py" <<'PYEOF'
 import torch
 from metalearn_ext.ops.vsml_step import vsml_step
@@ -163,6 +168,25 @@ for N in (8, 16, 32):
         x = [t.requires_grad_(True) for t in make_inputs(3, 7, 5, N, 3, per_copy=per_copy, device="cuda")]
         out = vsml_step(*x, ticks=3, backend="cuda")
         sum(o.sum() for o in out).backward()
+print("memcheck: vsml_step ran")
+from metalearn_ext.ops import blur_hebbian, blur_propagate, content_read, mann_memory_step
+from metalearn_ext.ops.blur_propagate.inputs import hebbian_inputs, propagate_inputs
+from metalearn_ext.ops.content_read import inputs as read_inputs
+from metalearn_ext.ops.mann_memory_step import inputs as step_inputs
+def grad_all(out, x):
+    out = out if isinstance(out, (tuple, list)) else (out,)
+    sum(o.float().sum() for o in out).backward()
+for k in (2, 3):
+    for transpose in (False, True):
+        x = [t.requires_grad_(True) for t in propagate_inputs(2, 3, 5, 7, k, transpose=transpose, device="cuda")]
+        grad_all(blur_propagate(*x, transpose=transpose, backend="cuda"), x)
+    x = [t.requires_grad_(True) for t in hebbian_inputs(2, 3, 5, 7, k, device="cuda")]
+    grad_all(blur_hebbian(*x, normalize=True, backend="cuda"), x)
+print("memcheck: blur ops ran")
+x = [t.requires_grad_(True) if t is not None else t for t in read_inputs.make_inputs(3, 2, 9, 5, device="cuda")]
+grad_all(content_read(*x, backend="cuda"), x)
+x = [t.requires_grad_(True) for t in step_inputs.make_inputs(3, 2, 9, 5, device="cuda")]
+grad_all(mann_memory_step(*x, 0.95, backend="cuda"), x)
 torch.cuda.synchronize(); print("memcheck case ran")
 PYEOF
 if [ -z "$(out_of_time 30)" ]; then
