@@ -351,6 +351,15 @@ METALEARN_INLINE void pattern_unit(const PatternArgs<T>& p, int64_t t, int64_t r
           for (int64_t rr = 0; rr < rows; ++rr)
             for (int j = 0; j < NB; ++j) pattern_store<T, L>(out, t, rb + rr, n + j * L, L, acc[rr][j], colsq.data());
         }
+        if constexpr (NB > 2) {  // two vectors at a time: half the broadcasts per FMA of one at a time
+          for (; n + 2 * L <= nfull; n += 2 * L) {
+            V acc[RB][2];
+            load_partial<T, L, RB, 2>(p, t, rb, rows, n, L, first, acc);
+            pattern_tile<T, L, RB, 2, K>(pk, S * W, Q, sn, bm + n, N, n, acc);
+            for (int64_t rr = 0; rr < rows; ++rr)
+              for (int j = 0; j < 2; ++j) pattern_store<T, L>(out, t, rb + rr, n + j * L, L, acc[rr][j], colsq.data());
+          }
+        }
         for (; n < nfull; n += L) {
           V acc[RB][1];
           load_partial<T, L, RB, 1>(p, t, rb, rows, n, L, first, acc);
