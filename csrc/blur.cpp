@@ -251,8 +251,27 @@ at::Tensor blur_hebbian_forward(const at::Tensor& weight, const at::Tensor& pre,
   HebbianEpilogue epi;
   epi.weight = weight.contiguous().view({T, I, N});
   // Decay and Oja's term scale the old synapse alike: alpha = decay − lr·Σ_b q².
-  epi.alpha = oja ? decay.view({T, 1}) - lr.view({T, 1}) * q.square().sum(1).view({T, N})
-                  : decay.view({T, 1}).expand({T, N});
+  if (oja && q.is_cpu()) {  // one pass over q instead of four tensor ops
+    epi.alpha = at::empty({T, N}, q.options());
+    const auto dc = decay.contiguous();
+    const auto lc = lr.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "blur_hebbian_oja_alpha", [&] {
+      using S = scalar_t;
+      for (int64_t t = 0; t < T; ++t) {
+        S* a = epi.alpha.mutable_data_ptr<S>() + t * N;
+        std::fill(a, a + N, S(0));
+        for (int64_t b = 0; b < B; ++b) {
+          const S* qb = q.const_data_ptr<S>() + (t * B + b) * N;
+          for (int64_t n = 0; n < N; ++n) a[n] += qb[n] * qb[n];
+        }
+        const S d = dc.const_data_ptr<S>()[t], l = lc.const_data_ptr<S>()[t];
+        for (int64_t n = 0; n < N; ++n) a[n] = d - l * a[n];
+      }
+    });
+  } else {
+    epi.alpha = oja ? decay.view({T, 1}) - lr.view({T, 1}) * q.square().sum(1).view({T, N})
+                    : decay.view({T, 1}).expand({T, N});
+  }
   epi.lr = lr;
   epi.normalize = normalize;
   // p[t,b,i,c] = Σ_e pre[t,b,i,e] pre_mix[e,c]: the product mixes with pre_mixᵀ.
