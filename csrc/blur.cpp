@@ -251,14 +251,153 @@ at::Tensor blur_hebbian_forward(const at::Tensor& weight, const at::Tensor& pre,
   HebbianEpilogue epi;
   epi.weight = weight.contiguous().view({T, I, N});
   // Decay and Oja's term scale the old synapse alike: alpha = decay − lr·Σ_b q².
-  epi.alpha = oja ? decay.view({T, 1}) - lr.view({T, 1}) * q.square().sum(1).view({T, N})
-                  : decay.view({T, 1}).expand({T, N});
+  if (oja && q.is_cpu()) {  // one pass over q instead of four tensor ops
+    epi.alpha = at::empty({T, N}, q.options());
+    const auto dc = decay.contiguous();
+    const auto lc = lr.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "blur_hebbian_oja_alpha", [&] {
+      using S = scalar_t;
+      for (int64_t t = 0; t < T; ++t) {
+        S* a = epi.alpha.mutable_data_ptr<S>() + t * N;
+        std::fill(a, a + N, S(0));
+        for (int64_t b = 0; b < B; ++b) {
+          const S* qb = q.const_data_ptr<S>() + (t * B + b) * N;
+          for (int64_t n = 0; n < N; ++n) a[n] += qb[n] * qb[n];
+        }
+        const S d = dc.const_data_ptr<S>()[t], l = lc.const_data_ptr<S>()[t];
+        for (int64_t n = 0; n < N; ++n) a[n] = d - l * a[n];
+      }
+    });
+  } else {
+    epi.alpha = oja ? decay.view({T, 1}) - lr.view({T, 1}) * q.square().sum(1).view({T, N})
+                    : decay.view({T, 1}).expand({T, N});
+  }
   epi.lr = lr;
   epi.normalize = normalize;
   // p[t,b,i,c] = Σ_e pre[t,b,i,e] pre_mix[e,c]: the product mixes with pre_mixᵀ.
   const auto pre_mix_t = mix3(pre_mix).transpose(1, 2).contiguous();
   return products.pattern(pre.permute({0, 2, 1, 3}), pre_mix_t, q.view({T, B, N}), epi).view({T, I, J, k});
 }
+
+namespace {
+
+// The elementwise part of the Hebbian backward on CPU (blur_hebbian_backward below, tensor ops elsewhere):
+// with alpha = decay − lr·Σ_b q² (oja) or decay, u = alpha·w + lr·hebb, out = u / ‖u[t,·,n]‖ (normalize):
+// grad_u = r·(grad − out·Σ_i grad·out) (normalize) or grad; gw_sum[t,n] = Σ_i grad_u·w.
+struct HebbianBackwardEpilogue {
+  at::Tensor grad_w;     // (T,I,J,k) alpha·grad_u
+  at::Tensor grad_u_lr;  // (T,I,J,k) lr·grad_u, contiguous
+  at::Tensor gw_sum;     // (T,N)
+  at::Tensor grad_decay, grad_lr;  // (T,)
+};
+
+HebbianBackwardEpilogue hebbian_backward_epilogue_cpu(const at::Tensor& grad, const at::Tensor& w,
+                                                      const at::Tensor& hebb, const at::Tensor& q,
+                                                      const at::Tensor& decay, const at::Tensor& lr, bool normalize,
+                                                      bool oja) {
+  const int64_t T = w.size(0), I = w.size(1), N = w.size(2) * w.size(3), B = q.size(1);
+  const auto g = grad.contiguous();
+  const auto hc = hebb.contiguous();
+  const auto qc = q.contiguous();
+  const auto dc = decay.contiguous();
+  const auto lc = lr.contiguous();
+  HebbianBackwardEpilogue e;
+  e.grad_w = at::empty_like(w);
+  e.grad_u_lr = at::empty_like(w);
+  e.gw_sum = at::empty({T, N}, w.options());
+  e.grad_decay = at::empty({T}, w.options());
+  e.grad_lr = at::empty({T}, w.options());
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "blur_hebbian_backward_epilogue", [&] {
+    using S = scalar_t;
+    std::vector<S> qsq(N), alpha(N), r(N), dotg(N);
+    for (int64_t t = 0; t < T; ++t) {
+      const S dec = dc.const_data_ptr<S>()[t], l = lc.const_data_ptr<S>()[t];
+      const S* wt = w.const_data_ptr<S>() + t * I * N;
+      const S* ht = hc.const_data_ptr<S>() + t * I * N;
+      const S* gt = g.const_data_ptr<S>() + t * I * N;
+      S* gwt = e.grad_w.mutable_data_ptr<S>() + t * I * N;
+      S* gut = e.grad_u_lr.mutable_data_ptr<S>() + t * I * N;
+      S* gws = e.gw_sum.mutable_data_ptr<S>() + t * N;
+      std::fill(qsq.begin(), qsq.end(), S(0));
+      if (oja) {
+        for (int64_t b = 0; b < B; ++b) {
+          const S* qb = qc.const_data_ptr<S>() + (t * B + b) * N;
+          for (int64_t n = 0; n < N; ++n) qsq[n] += qb[n] * qb[n];
+        }
+      }
+      for (int64_t n = 0; n < N; ++n) alpha[n] = oja ? dec - l * qsq[n] : dec;
+      if (normalize) {
+        std::fill(r.begin(), r.end(), S(0));
+        std::fill(dotg.begin(), dotg.end(), S(0));
+        for (int64_t i = 0; i < I; ++i) {
+          const S* wi = wt + i * N;
+          const S* hi = ht + i * N;
+          const S* gi = gt + i * N;
+          for (int64_t n = 0; n < N; ++n) {
+            const S u = alpha[n] * wi[n] + l * hi[n];
+            r[n] += u * u;
+            dotg[n] += gi[n] * u;
+          }
+        }
+        for (int64_t n = 0; n < N; ++n) {
+          r[n] = S(1) / std::sqrt(r[n] + static_cast<S>(kBlurNormEps));
+          dotg[n] *= r[n];  // Σ_i grad·out
+        }
+      }
+      std::fill(gws, gws + N, S(0));
+      S lrsum = 0;
+      for (int64_t i = 0; i < I; ++i) {
+        const S* wi = wt + i * N;
+        const S* hi = ht + i * N;
+        const S* gi = gt + i * N;
+        S* gwi = gwt + i * N;
+        S* gui = gut + i * N;
+        S acc = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          S gu = gi[n];
+          if (normalize) {
+            const S out = (alpha[n] * wi[n] + l * hi[n]) * r[n];
+            gu = r[n] * (gi[n] - out * dotg[n]);
+          }
+          gws[n] += gu * wi[n];
+          acc += gu * hi[n];
+          gwi[n] = alpha[n] * gu;
+          gui[n] = l * gu;
+        }
+        lrsum += acc;
+      }
+      S dsum = 0, osum = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        dsum += gws[n];
+        osum += qsq[n] * gws[n];
+      }
+      e.grad_decay.mutable_data_ptr<S>()[t] = dsum;
+      e.grad_lr.mutable_data_ptr<S>()[t] = oja ? lrsum - osum : lrsum;
+    }
+  });
+  return e;
+}
+
+// grad_q −= 2·lr·q·gw_sum (Oja's term), in place; grad_q and q (T,B,N) contiguous.
+void oja_post_grad_cpu(at::Tensor& grad_q, const at::Tensor& q, const at::Tensor& lr, const at::Tensor& gw_sum) {
+  const int64_t T = q.size(0), B = q.size(1), N = q.numel() / (T * B);
+  const auto qc = q.contiguous();
+  const auto lc = lr.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "blur_hebbian_oja_post_grad", [&] {
+    using S = scalar_t;
+    for (int64_t t = 0; t < T; ++t) {
+      const S two_l = 2 * lc.const_data_ptr<S>()[t];
+      const S* gws = gw_sum.const_data_ptr<S>() + t * N;
+      for (int64_t b = 0; b < B; ++b) {
+        const S* qb = qc.const_data_ptr<S>() + (t * B + b) * N;
+        S* gb = grad_q.mutable_data_ptr<S>() + (t * B + b) * N;
+        for (int64_t n = 0; n < N; ++n) gb[n] -= two_l * qb[n] * gws[n];
+      }
+    }
+  });
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> blur_hebbian_backward(
     const at::Tensor& grad, const at::Tensor& weight, const at::Tensor& pre, const at::Tensor& post,
@@ -275,6 +414,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto q = mixed_post(post, post_mix);                      // (T,B,J,k)
   const auto p = mix_last(pre, pre_mix, true);                    // (T,B,I,k)
   const auto hebb = products.pattern(p.permute({0, 2, 1, 3}), at::Tensor(), q.view({T, B, N}), {}).view({T, I, J, k});
+  if (w.is_cpu()) {  // the elementwise part in two passes over the synapses instead of ~30 tensor ops
+    const auto e = hebbian_backward_epilogue_cpu(grad, w, hebb, q, decay, lr, normalize, oja);
+    const auto grad_p = products.dot(q, at::Tensor(), e.grad_u_lr);  // (T,B,I,k): lr Σ_j grad_u[i,j,c] q[b,j,c]
+    auto grad_q = products.pattern(p, at::Tensor(), e.grad_u_lr.view({T, I, N}), {}).view({T, B, J, k});
+    if (oja) oja_post_grad_cpu(grad_q, q, lr, e.gw_sum);
+    return {e.grad_w,
+            mix_last(grad_p, pre_mix, false),
+            mix_last(grad_q, post_mix, true),
+            mix_grad(pre, grad_p, pre_mix),
+            mix_grad(grad_q, post, post_mix),
+            e.grad_decay,
+            e.grad_lr};
+  }
   const auto lr4 = lr.view({T, 1, 1, 1});
   const auto q_sq = oja ? q.square().sum(1, true) : at::Tensor();  // (T,1,J,k)
   const auto alpha = oja ? decay.view({T, 1, 1, 1}) - lr4 * q_sq : decay.view({T, 1, 1, 1});

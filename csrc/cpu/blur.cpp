@@ -37,18 +37,27 @@ struct Plan {
 constexpr int64_t kPanelAlign = 16;  // a multiple of every vector width, so panels start on a vector
 constexpr int64_t kShortRow = 256;   // rows of the channel dot shorter than this take the kernel vectorized along s
 
-template <typename T, int L>
-METALEARN_INLINE void pattern_units(const PatternArgs<T>& p, const Plan& plan, int64_t u0, int64_t u1) {
+template <typename T, int L, int K>
+METALEARN_INLINE void pattern_units_k(const PatternArgs<T>& p, const Plan& plan, int64_t u0, int64_t u1) {
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t t = u / plan.per_t, part = u % plan.per_t;
     if (plan.panels) {
       const int64_t n0 = part * plan.cols_per_unit;
-      pattern_unit<T, L>(p, t, 0, p.R, n0, std::min(p.N, n0 + plan.cols_per_unit));
+      pattern_unit<T, L, K>(p, t, 0, p.R, n0, std::min(p.N, n0 + plan.cols_per_unit));
     } else {
       const int64_t r0 = part * plan.rows_per_unit;
-      pattern_unit<T, L>(p, t, r0, std::min(p.R, r0 + plan.rows_per_unit), 0, p.N);
+      pattern_unit<T, L, K>(p, t, r0, std::min(p.R, r0 + plan.rows_per_unit), 0, p.N);
     }
   }
+}
+
+// k = 2 or 4 dividing the vector width: the small-k path (compact mixed states, patterns broadcast in
+// registers); any other k: Q-lane patterns packed in memory.
+template <typename T, int L>
+METALEARN_INLINE void pattern_units(const PatternArgs<T>& p, const Plan& plan, int64_t u0, int64_t u1) {
+  if (p.k == 2 && L % 2 == 0) return pattern_units_k<T, L, (L % 2 == 0 ? 2 : 0)>(p, plan, u0, u1);
+  if (p.k == 4 && L % 4 == 0) return pattern_units_k<T, L, (L % 4 == 0 ? 4 : 0)>(p, plan, u0, u1);
+  pattern_units_k<T, L, 0>(p, plan, u0, u1);
 }
 
 // yt: null, or Y transposed per copy (T, N, Sp) for the short-row kernel.
@@ -177,9 +186,15 @@ at::Tensor dot_cpu(const at::Tensor& X, const at::Tensor& mix, const at::Tensor&
     // vectorize along s over a transposed, padded copy of Y (a copy the size of Y, read R times).
     at::Tensor yt;
     const int64_t Sp = (S + kPanelAlign - 1) / kPanelAlign * kPanelAlign;
-    if (N < kShortRow && R >= 4) {
-      yt = at::zeros({T, N, Sp}, Y.options());
-      yt.narrow(2, 0, S).copy_(Y.view({T, S, N}).transpose(1, 2));
+    if (N < kShortRow && R >= 4) {  // one pass (a tensor transpose-copy costs ~10 µs at BLUR's sizes)
+      yt = at::empty({T, N, Sp}, Y.options());
+      const scalar_t* y = p.Y;
+      scalar_t* d = yt.mutable_data_ptr<scalar_t>();
+      for (int64_t t = 0; t < T; ++t, y += S * N, d += N * Sp) {
+        for (int64_t n = 0; n < N; ++n) std::fill(d + n * Sp + S, d + (n + 1) * Sp, scalar_t(0));
+        for (int64_t s = 0; s < S; ++s)
+          for (int64_t n = 0; n < N; ++n) d[n * Sp + s] = y[s * N + n];
+      }
     }
     const scalar_t* ytp = yt.defined() ? yt.const_data_ptr<scalar_t>() : nullptr;
     const auto fn = pick_dot(scalar_t{});

@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <cstring>
 #include <numeric>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu/simd.h"
@@ -108,13 +110,85 @@ METALEARN_INLINE void mix_rows(const PatternArgs<T>& p, int64_t t, int64_t r0, i
     }
 }
 
+// The small-k path (K = k, a divisor of L, known at compile time): the mixed states are stored compact,
+// (r1 - r0, S, K), and each state vector becomes its L-lane pattern in a register (one broadcast of K
+// values) where the product needs it, so no Q-lane pattern is ever written to memory.
+template <typename T, int K>
+METALEARN_INLINE void mix_rows_compact(const PatternArgs<T>& p, int64_t t, int64_t r0, int64_t r1, T* dst) {
+  T m[K * K];
+  const T* mx = p.mix ? p.mix + t * p.mix_t : nullptr;
+  for (int c = 0; c < K; ++c)
+    for (int d = 0; d < K; ++d) m[c * K + d] = mx ? mx[c * K + d] : T(c == d);
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* ar = p.A + t * p.a_t + r * p.a_r;
+    if (p.a_c == 1 && mx == nullptr) {
+      if (p.a_s == K) {
+        std::memcpy(dst, ar, p.S * K * sizeof(T));
+        dst += p.S * K;
+        continue;
+      }
+    }
+    for (int64_t s = 0; s < p.S; ++s, dst += K) {
+      const T* a = ar + s * p.a_s;
+      T x[K];
+      for (int d = 0; d < K; ++d) x[d] = a[d * p.a_c];
+      for (int c = 0; c < K; ++c) {
+        T acc = 0;
+        for (int d = 0; d < K; ++d) acc += m[c * K + d] * x[d];
+        dst[c] = acc;
+      }
+    }
+  }
+}
+
+// The L-lane pattern a[0..K-1] repeated (K | L): one broadcast of a K-value word where K values fit in
+// 4 or 8 bytes, else lane by lane.
+template <typename T, int L, int K>
+METALEARN_INLINE typename VecOf<T, L>::v bcast_pattern(const T* a) {
+  using V = typename VecOf<T, L>::v;
+  static_assert(K >= 1 && L % K == 0, "K must divide L");
+  constexpr int bytes = K * int(sizeof(T));
+  if constexpr (K == 1) {
+    return V{} + a[0];
+  } else if constexpr (K == L) {
+    return vld<V>(a);
+  } else if constexpr (bytes == 4 || bytes == 8) {
+    using W = std::conditional_t<bytes == 4, uint32_t, uint64_t>;
+    typedef W VW __attribute__((vector_size(L * sizeof(T))));
+    W word;
+    std::memcpy(&word, a, sizeof word);
+    const VW vw = VW{} + word;
+    V v;
+    std::memcpy(&v, &vw, sizeof v);
+    return v;
+  } else {
+    T lanes[L];
+#pragma GCC unroll 16
+    for (int l = 0; l < L; ++l) lanes[l] = a[l % K];
+    return vld<V>(lanes);
+  }
+}
+
 // acc[rr][j] = Σ_s pattern(s, rr)[(n + j·L) mod Q ..] · b[s·bstride + j·L ..]
 // (acc starts from the caller's partial sums.)
-template <typename T, int L, int RB, int NB>
+template <typename T, int L, int RB, int NB, int K = 0>
 METALEARN_INLINE void pattern_tile(const T* pk, int64_t row_stride, int64_t Q, int64_t S, const T* b, int64_t bstride,
                                    int64_t n, typename VecOf<T, L>::v (&acc)[RB][NB]) {
   using V = typename VecOf<T, L>::v;
-  if (Q == L) {
+  if constexpr (K > 0) {  // compact states: (row, s, K), row_stride = S·K
+    for (int64_t s = 0; s < S; ++s) {
+      V bv[NB];
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) bv[j] = vld<V>(b + s * bstride + j * L);
+      const T* ps = pk + s * K;
+#pragma GCC unroll 4
+      for (int rr = 0; rr < RB; ++rr) {
+        const V pv = bcast_pattern<T, L, K>(ps + rr * row_stride);
+#pragma GCC unroll 4
+        for (int j = 0; j < NB; ++j) acc[rr][j] += pv * bv[j];
+      }
+    }
+  } else if (Q == L) {
     for (int64_t s = 0; s < S; ++s) {
       V bv[NB];
 #pragma GCC unroll 4
@@ -207,7 +281,7 @@ constexpr int64_t kBlockS = 128;
 
 // Fewer rows than a register tile (a batch of 1 in a forward pass), no epilogue: stream Bm row by row
 // against an output row kept in L1, so that Bm, the synapses, is read once, sequentially.
-template <typename T, int L>
+template <typename T, int L, int K = 0>
 METALEARN_INLINE void pattern_rows_streamed(const PatternArgs<T>& p, int64_t t, int64_t r0, int64_t r1, int64_t Q,
                                             const T* mixed) {
   using V = typename VecOf<T, L>::v;
@@ -216,30 +290,43 @@ METALEARN_INLINE void pattern_rows_streamed(const PatternArgs<T>& p, int64_t t, 
     T* c = p.C + (t * p.R + r) * N;
     std::fill_n(c, N, T(0));
     for (int64_t s = 0; s < S; ++s) {
-      const T* pat = mixed + ((r - r0) * S + s) * Q;
       const T* b = p.Bm + (t * S + s) * N;
-      for (int64_t n = 0; n < nfull; n += L) vst(c + n, vld<V>(c + n) + vld<V>(pat + n % Q) * vld<V>(b + n));
-      for (int64_t n = nfull; n < N; ++n) c[n] += pat[n % k] * b[n];
+      if constexpr (K > 0) {
+        const T* pat = mixed + ((r - r0) * S + s) * K;
+        const V pv = bcast_pattern<T, L, K>(pat);
+        for (int64_t n = 0; n < nfull; n += L) vst(c + n, vld<V>(c + n) + pv * vld<V>(b + n));
+        for (int64_t n = nfull; n < N; ++n) c[n] += pat[n % K] * b[n];
+      } else {
+        const T* pat = mixed + ((r - r0) * S + s) * Q;
+        for (int64_t n = 0; n < nfull; n += L) vst(c + n, vld<V>(c + n) + vld<V>(pat + n % Q) * vld<V>(b + n));
+        for (int64_t n = nfull; n < N; ++n) c[n] += pat[n % k] * b[n];
+      }
     }
   }
 }
 
-template <typename T, int L>
+// K > 0: the small-k path (k = K, K | L; compact mixed states); K = 0: any k (Q-lane patterns).
+template <typename T, int L, int K = 0>
 METALEARN_INLINE void pattern_unit(const PatternArgs<T>& p, int64_t t, int64_t r0, int64_t r1, int64_t n0, int64_t n1) {
   using V = typename VecOf<T, L>::v;
   constexpr int RB = kTileRows<L, T>, NB = kTileVecs<L, T>;
   const int64_t S = p.S, N = p.N, k = p.k;
   const int64_t Q = L / std::gcd<int64_t>(L, k) * k;
+  const int64_t W = K > 0 ? K : Q;  // values per mixed state vector
+  auto mix = [&](T* dst) {
+    if constexpr (K > 0) mix_rows_compact<T, K>(p, t, r0, r1, dst);
+    else mix_rows<T, L>(p, t, r0, r1, Q, dst);
+  };
   if (r1 - r0 < RB && p.w == nullptr && n0 == 0 && n1 == N) {
-    std::vector<T> mixed((r1 - r0) * S * Q);
-    mix_rows<T, L>(p, t, r0, r1, Q, mixed.data());
-    return pattern_rows_streamed<T, L>(p, t, r0, r1, Q, mixed.data());
+    std::vector<T> mixed((r1 - r0) * S * W);
+    mix(mixed.data());
+    return pattern_rows_streamed<T, L, K>(p, t, r0, r1, Q, mixed.data());
   }
   const int64_t group = NB * L;
   const int64_t panel = std::max<int64_t>(group, (int64_t{1} << 18) / (kBlockS * int64_t(sizeof(T))) / group * group);
   // RB - 1 zero rows past r1: a row block that overhangs the unit reads zeros.
-  std::vector<T> mixed((r1 - r0 + RB - 1) * S * Q), btail(kBlockS * L), colsq(p.normalize ? N : 0);
-  mix_rows<T, L>(p, t, r0, r1, Q, mixed.data());
+  std::vector<T> mixed((r1 - r0 + RB - 1) * S * W), btail(kBlockS * L), colsq(p.normalize ? N : 0);
+  mix(mixed.data());
   PatternArgs<T> raw = p;  // partial sums: stored as they are
   raw.w = nullptr;
   for (int64_t s0 = 0; s0 < S; s0 += kBlockS) {
@@ -255,25 +342,34 @@ METALEARN_INLINE void pattern_unit(const PatternArgs<T>& p, int64_t t, int64_t r
       }
       for (int64_t rb = r0; rb < r1; rb += RB) {
         const int64_t rows = std::min<int64_t>(RB, r1 - rb);
-        const T* pk = mixed.data() + ((rb - r0) * S + s0) * Q;
+        const T* pk = mixed.data() + ((rb - r0) * S + s0) * W;
         int64_t n = c0;
         for (; n + group <= nfull; n += group) {
           V acc[RB][NB];
           load_partial<T, L, RB, NB>(p, t, rb, rows, n, L, first, acc);
-          pattern_tile<T, L, RB, NB>(pk, S * Q, Q, sn, bm + n, N, n, acc);
+          pattern_tile<T, L, RB, NB, K>(pk, S * W, Q, sn, bm + n, N, n, acc);
           for (int64_t rr = 0; rr < rows; ++rr)
             for (int j = 0; j < NB; ++j) pattern_store<T, L>(out, t, rb + rr, n + j * L, L, acc[rr][j], colsq.data());
+        }
+        if constexpr (NB > 2) {  // two vectors at a time: half the broadcasts per FMA of one at a time
+          for (; n + 2 * L <= nfull; n += 2 * L) {
+            V acc[RB][2];
+            load_partial<T, L, RB, 2>(p, t, rb, rows, n, L, first, acc);
+            pattern_tile<T, L, RB, 2, K>(pk, S * W, Q, sn, bm + n, N, n, acc);
+            for (int64_t rr = 0; rr < rows; ++rr)
+              for (int j = 0; j < 2; ++j) pattern_store<T, L>(out, t, rb + rr, n + j * L, L, acc[rr][j], colsq.data());
+          }
         }
         for (; n < nfull; n += L) {
           V acc[RB][1];
           load_partial<T, L, RB, 1>(p, t, rb, rows, n, L, first, acc);
-          pattern_tile<T, L, RB, 1>(pk, S * Q, Q, sn, bm + n, N, n, acc);
+          pattern_tile<T, L, RB, 1, K>(pk, S * W, Q, sn, bm + n, N, n, acc);
           for (int64_t rr = 0; rr < rows; ++rr) pattern_store<T, L>(out, t, rb + rr, n, L, acc[rr][0], colsq.data());
         }
         if (tail) {
           V acc[RB][1];
           load_partial<T, L, RB, 1>(p, t, rb, rows, nfull, tail, first, acc);
-          pattern_tile<T, L, RB, 1>(pk, S * Q, Q, sn, btail.data(), L, nfull, acc);
+          pattern_tile<T, L, RB, 1, K>(pk, S * W, Q, sn, btail.data(), L, nfull, acc);
           for (int64_t rr = 0; rr < rows; ++rr) pattern_store<T, L>(out, t, rb + rr, nfull, tail, acc[rr][0], colsq.data());
         }
       }
