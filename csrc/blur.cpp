@@ -239,6 +239,23 @@ at::Tensor mixed_post(const at::Tensor& post, const at::Tensor& post_mix) {
   return mix_last(post, post_mix, false);
 }
 
+// Σ_b q[t,b,n]² (T,N) for q (T,B,...) on CPU, in one pass: Oja's term, in the forward and the backward.
+at::Tensor batch_square_sum_cpu(const at::Tensor& q) {
+  const int64_t T = q.size(0), B = q.size(1), N = q.numel() / (T * B);
+  const auto qc = q.contiguous();
+  auto out = at::zeros({T, N}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "blur_batch_square_sum", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      scalar_t* o = out.mutable_data_ptr<scalar_t>() + t * N;
+      for (int64_t b = 0; b < B; ++b) {
+        const scalar_t* qb = qc.const_data_ptr<scalar_t>() + (t * B + b) * N;
+        for (int64_t n = 0; n < N; ++n) o[n] += qb[n] * qb[n];
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 at::Tensor blur_hebbian_forward(const at::Tensor& weight, const at::Tensor& pre, const at::Tensor& post,
@@ -251,20 +268,14 @@ at::Tensor blur_hebbian_forward(const at::Tensor& weight, const at::Tensor& pre,
   HebbianEpilogue epi;
   epi.weight = weight.contiguous().view({T, I, N});
   // Decay and Oja's term scale the old synapse alike: alpha = decay − lr·Σ_b q².
-  if (oja && q.is_cpu()) {  // one pass over q instead of four tensor ops
-    epi.alpha = at::empty({T, N}, q.options());
+  if (oja && q.is_cpu()) {  // one pass over q and one over alpha instead of four tensor ops
+    epi.alpha = batch_square_sum_cpu(q);
     const auto dc = decay.contiguous();
     const auto lc = lr.contiguous();
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "blur_hebbian_oja_alpha", [&] {
-      using S = scalar_t;
       for (int64_t t = 0; t < T; ++t) {
-        S* a = epi.alpha.mutable_data_ptr<S>() + t * N;
-        std::fill(a, a + N, S(0));
-        for (int64_t b = 0; b < B; ++b) {
-          const S* qb = q.const_data_ptr<S>() + (t * B + b) * N;
-          for (int64_t n = 0; n < N; ++n) a[n] += qb[n] * qb[n];
-        }
-        const S d = dc.const_data_ptr<S>()[t], l = lc.const_data_ptr<S>()[t];
+        scalar_t* a = epi.alpha.mutable_data_ptr<scalar_t>() + t * N;
+        const scalar_t d = dc.const_data_ptr<scalar_t>()[t], l = lc.const_data_ptr<scalar_t>()[t];
         for (int64_t n = 0; n < N; ++n) a[n] = d - l * a[n];
       }
     });
@@ -295,10 +306,10 @@ HebbianBackwardEpilogue hebbian_backward_epilogue_cpu(const at::Tensor& grad, co
                                                       const at::Tensor& hebb, const at::Tensor& q,
                                                       const at::Tensor& decay, const at::Tensor& lr, bool normalize,
                                                       bool oja) {
-  const int64_t T = w.size(0), I = w.size(1), N = w.size(2) * w.size(3), B = q.size(1);
+  const int64_t T = w.size(0), I = w.size(1), N = w.size(2) * w.size(3);
   const auto g = grad.contiguous();
   const auto hc = hebb.contiguous();
-  const auto qc = q.contiguous();
+  const auto q_sq = oja ? batch_square_sum_cpu(q) : at::zeros({T, N}, w.options());  // (T,N)
   const auto dc = decay.contiguous();
   const auto lc = lr.contiguous();
   HebbianBackwardEpilogue e;
@@ -309,7 +320,7 @@ HebbianBackwardEpilogue hebbian_backward_epilogue_cpu(const at::Tensor& grad, co
   e.grad_lr = at::empty({T}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "blur_hebbian_backward_epilogue", [&] {
     using S = scalar_t;
-    std::vector<S> qsq(N), alpha(N), r(N), dotg(N);
+    std::vector<S> alpha(N), r(N), dotg(N);
     for (int64_t t = 0; t < T; ++t) {
       const S dec = dc.const_data_ptr<S>()[t], l = lc.const_data_ptr<S>()[t];
       const S* wt = w.const_data_ptr<S>() + t * I * N;
@@ -318,14 +329,8 @@ HebbianBackwardEpilogue hebbian_backward_epilogue_cpu(const at::Tensor& grad, co
       S* gwt = e.grad_w.mutable_data_ptr<S>() + t * I * N;
       S* gut = e.grad_u_lr.mutable_data_ptr<S>() + t * I * N;
       S* gws = e.gw_sum.mutable_data_ptr<S>() + t * N;
-      std::fill(qsq.begin(), qsq.end(), S(0));
-      if (oja) {
-        for (int64_t b = 0; b < B; ++b) {
-          const S* qb = qc.const_data_ptr<S>() + (t * B + b) * N;
-          for (int64_t n = 0; n < N; ++n) qsq[n] += qb[n] * qb[n];
-        }
-      }
-      for (int64_t n = 0; n < N; ++n) alpha[n] = oja ? dec - l * qsq[n] : dec;
+      const S* qsq = q_sq.const_data_ptr<S>() + t * N;
+      for (int64_t n = 0; n < N; ++n) alpha[n] = dec - l * qsq[n];
       if (normalize) {
         std::fill(r.begin(), r.end(), S(0));
         std::fill(dotg.begin(), dotg.end(), S(0));

@@ -55,8 +55,12 @@ METALEARN_INLINE void pattern_units_k(const PatternArgs<T>& p, const Plan& plan,
 // registers); any other k: Q-lane patterns packed in memory.
 template <typename T, int L>
 METALEARN_INLINE void pattern_units(const PatternArgs<T>& p, const Plan& plan, int64_t u0, int64_t u1) {
-  if (p.k == 2 && L % 2 == 0) return pattern_units_k<T, L, (L % 2 == 0 ? 2 : 0)>(p, plan, u0, u1);
-  if (p.k == 4 && L % 4 == 0) return pattern_units_k<T, L, (L % 4 == 0 ? 4 : 0)>(p, plan, u0, u1);
+  if constexpr (L % 2 == 0) {
+    if (p.k == 2) return pattern_units_k<T, L, 2>(p, plan, u0, u1);
+  }
+  if constexpr (L % 4 == 0) {
+    if (p.k == 4) return pattern_units_k<T, L, 4>(p, plan, u0, u1);
+  }
   pattern_units_k<T, L, 0>(p, plan, u0, u1);
 }
 

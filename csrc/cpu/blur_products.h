@@ -121,12 +121,10 @@ METALEARN_INLINE void mix_rows_compact(const PatternArgs<T>& p, int64_t t, int64
     for (int d = 0; d < K; ++d) m[c * K + d] = mx ? mx[c * K + d] : T(c == d);
   for (int64_t r = r0; r < r1; ++r) {
     const T* ar = p.A + t * p.a_t + r * p.a_r;
-    if (p.a_c == 1 && mx == nullptr) {
-      if (p.a_s == K) {
-        std::memcpy(dst, ar, p.S * K * sizeof(T));
-        dst += p.S * K;
-        continue;
-      }
+    if (mx == nullptr && p.a_c == 1 && p.a_s == K) {  // no mix, states already compact: a copy
+      std::memcpy(dst, ar, p.S * K * sizeof(T));
+      dst += p.S * K;
+      continue;
     }
     for (int64_t s = 0; s < p.S; ++s, dst += K) {
       const T* a = ar + s * p.a_s;
@@ -170,33 +168,23 @@ METALEARN_INLINE typename VecOf<T, L>::v bcast_pattern(const T* a) {
 }
 
 // acc[rr][j] = Σ_s pattern(s, rr)[(n + j·L) mod Q ..] · b[s·bstride + j·L ..]
-// (acc starts from the caller's partial sums.)
+// (acc starts from the caller's partial sums.) K > 0: compact states (row, s, K), row_stride = S·K.
 template <typename T, int L, int RB, int NB, int K = 0>
 METALEARN_INLINE void pattern_tile(const T* pk, int64_t row_stride, int64_t Q, int64_t S, const T* b, int64_t bstride,
                                    int64_t n, typename VecOf<T, L>::v (&acc)[RB][NB]) {
   using V = typename VecOf<T, L>::v;
-  if constexpr (K > 0) {  // compact states: (row, s, K), row_stride = S·K
+  if (K > 0 || Q == L) {  // one pattern vector per (row, s), the same for every column vector
+    const int64_t width = K > 0 ? K : Q;  // values per mixed state vector
     for (int64_t s = 0; s < S; ++s) {
       V bv[NB];
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) bv[j] = vld<V>(b + s * bstride + j * L);
-      const T* ps = pk + s * K;
+      const T* ps = pk + s * width;
 #pragma GCC unroll 4
       for (int rr = 0; rr < RB; ++rr) {
-        const V pv = bcast_pattern<T, L, K>(ps + rr * row_stride);
-#pragma GCC unroll 4
-        for (int j = 0; j < NB; ++j) acc[rr][j] += pv * bv[j];
-      }
-    }
-  } else if (Q == L) {
-    for (int64_t s = 0; s < S; ++s) {
-      V bv[NB];
-#pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) bv[j] = vld<V>(b + s * bstride + j * L);
-      const T* ps = pk + s * Q;
-#pragma GCC unroll 4
-      for (int rr = 0; rr < RB; ++rr) {
-        const V pv = vld<V>(ps + rr * row_stride);
+        V pv;
+        if constexpr (K > 0) pv = bcast_pattern<T, L, K>(ps + rr * row_stride);
+        else pv = vld<V>(ps + rr * row_stride);
 #pragma GCC unroll 4
         for (int j = 0; j < NB; ++j) acc[rr][j] += pv * bv[j];
       }

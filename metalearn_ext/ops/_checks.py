@@ -30,7 +30,7 @@ def require_like(op: str, ref_name: str, ref: Tensor, others: Iterable[tuple[str
 
 def per_copy_scalar(op: str, name: str, value, T: int, like: Tensor) -> Tensor:
     """A float, a 0-d tensor or a (T,) tensor as a (T,) tensor of like's dtype and device; its
-    finiteness is checked by :func:`require_finite` (or by a compiled kernel, without a host sync)."""
+    finiteness is checked by :func:`require_finite`, or by the C++/CUDA kernels themselves."""
     if isinstance(value, Tensor):
         if value.dim() == 0:
             value = value.expand(T)
