@@ -7,6 +7,7 @@ where ES applies, and its evaluation protocol. Nothing in ``train/`` knows any m
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class TrainConfig:
     steps: int = 1000
     seed: int = 0
     lr: float = 1e-3  # Adam's learning rate for the meta-parameters
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr down to lr_final at train.steps
+    lr_final: float = 0.0  # the cosine schedule's last learning rate
     meta_batch: int = 16  # tasks per meta-step (split across processes under torchrun)
     clip: float | None = None  # gradient-norm clip (None: none)
     # ES
@@ -42,9 +45,21 @@ class TrainConfig:
     def check(self, section: str) -> None:
         check_positive(self, section, "steps", "lr", "meta_batch", "clip", "population", "sigma", "checkpoint_every",
                        "max_bad_steps", "num_threads")
+        if not 0.0 <= self.lr_final <= self.lr:
+            raise ConfigError(f"config key '{section}.lr_final': expected a rate in [0, lr = {self.lr}], got "
+                              f"{self.lr_final!r}")
         if self.population % 2:
             raise ConfigError(f"config key '{section}.population': must be even (antithetic pairs), got "
                               f"{self.population}")
+
+    def learning_rate(self, step: int) -> float:
+        """Adam's learning rate at meta-step ``step`` (0-based): ``lr``, or with ``lr_schedule: cosine``
+        lr_final + (lr − lr_final)·(1 + cos(π·step / steps)) / 2, a function of the step alone (a
+        resume continues it; extending ``train.steps`` on resume stretches the rest of the curve)."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        frac = min(step / self.steps, 1.0)
+        return self.lr_final + (self.lr - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 @dataclass

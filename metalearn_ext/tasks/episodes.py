@@ -12,10 +12,11 @@ Also :func:`load_omniglot_split`, which the label-offset task shares.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 from metalearn_ext.config import ConfigError, check_positive
 from metalearn_ext.data import EpisodeBatch, EpisodeSampler, ImageDataset, load_digits, load_omniglot, split_classes
@@ -50,9 +51,13 @@ class EpisodesTaskConfig(TaskConfig):
     test_rotations: bool = False  # the same for the held-out characters
     split_seed: int = 0
     test_classes: int | None = None  # held-out characters / digits (None: Omniglot 1200/1623 proportion, 5 digits)
+    shift: int = 0  # training images translated by up to ± shift pixels each axis (zeros shifted in); 0: off
 
     def check(self, section: str) -> None:
         check_positive(self, section, "image_size", "n_way", "k_shot", "n_query", "test_classes")
+        if not isinstance(self.shift, int) or isinstance(self.shift, bool) or not 0 <= self.shift < self.image_size:
+            raise ConfigError(f"config key '{section}.shift': expected an integer in [0, image_size = "
+                              f"{self.image_size}), got {self.shift!r}")
         if self.dataset == "digits":
             for key in ("rotations", "test_rotations"):
                 if getattr(self, key):
@@ -64,6 +69,20 @@ class EpisodesTaskConfig(TaskConfig):
             if self.test_classes is not None and self.test_classes >= _DIGIT_CLASSES:
                 raise ConfigError(f"config key '{section}.test_classes': the digits have {_DIGIT_CLASSES} classes; "
                                   f"at least one must stay for training, got {self.test_classes}")
+
+
+def random_shift(images: Tensor, shift: int, generator: torch.Generator) -> Tensor:
+    """Each image translated by its own integer offset in [−shift, shift] on each axis, zeros shifted
+    in (the background): images (..., C, H, W) → the same shape. Offsets come from ``generator``."""
+    if shift <= 0:
+        return images
+    flat = images.reshape(-1, *images.shape[-3:])
+    m, _, h, w = flat.shape
+    offsets = torch.randint(-shift, shift + 1, (m, 2), generator=generator).tolist()
+    padded = torch.nn.functional.pad(flat, (shift, shift, shift, shift))
+    out = torch.stack([padded[i, :, shift - dy:shift - dy + h, shift - dx:shift - dx + w]
+                       for i, (dy, dx) in enumerate(offsets)])
+    return out.reshape(images.shape)
 
 
 class EpisodeTask(TaskFamily):
@@ -116,9 +135,15 @@ class EpisodeTask(TaskFamily):
         pick = lambda given, default: default if given is None else given
         sampler = self._sampler(split, pick(n_way, cfg.n_way), pick(k_shot, cfg.k_shot), pick(n_query, cfg.n_query))
 
+        shift = cfg.shift if split == "train" else 0
+
         def one(g: torch.Generator) -> EpisodeBatch:
             sampler.generator = g
-            return sampler.sample(1)
+            b = sampler.sample(1)
+            if shift:  # drawn after the episode, from the same generator: reproducible per episode
+                b = replace(b, support_images=random_shift(b.support_images, shift, g),
+                            query_images=random_shift(b.query_images, shift, g))
+            return b
 
         return draw_items(indices, seed=seed, step=step, split=split, draw=one)
 

@@ -69,6 +69,9 @@ class Trainer:
 
     def step(self) -> StepResult:
         optimize = es_step if self.cfg.train.optimizer == "es" else gradient_step
+        lr = self.cfg.train.learning_rate(self.step_count)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         r = optimize(self.method, self.model, self.optimizer, self.task, self.cfg, self.step_count)
         self.step_count += 1
         self.bad_in_a_row = 0 if r.applied else self.bad_in_a_row + 1
@@ -115,16 +118,26 @@ def resume_config(out_dir: str | Path, method_name: str, overrides: list[str] | 
 
 class _Signals:
     """SIGINT / SIGTERM set a flag the loop checks between meta-steps (so a checkpoint never holds
-    half an update); a second one raises KeyboardInterrupt at once."""
+    half an update); a second one raises KeyboardInterrupt at once. GNU ``timeout`` sends its SIGTERM
+    twice, to the command and to the command's process group, microseconds apart: a SIGTERM within
+    :data:`DUPLICATE_TERM_S` of the first is that duplicate and is ignored, so the run still saves."""
+
+    DUPLICATE_TERM_S = 2.0
 
     def __init__(self, say: Callable[[str], None], resume_hint: str) -> None:
         self.flag = threading.Event()
         self.say, self.hint = say, resume_hint
+        self.first: tuple[int, float] | None = None  # (signal, time.monotonic()) of the first signal
 
     def _handler(self, signum, frame) -> None:
+        now = time.monotonic()
         if self.flag.is_set():
+            if (self.first is not None and signum == self.first[0] == signal.SIGTERM
+                    and now - self.first[1] < self.DUPLICATE_TERM_S):
+                return
             raise KeyboardInterrupt
         self.flag.set()
+        self.first = (signum, now)
         name = signal.Signals(signum).name
         self.say(f"{name}: finishing this meta-step, then saving the checkpoint (resume with `{self.hint}`; "
                  f"send it again to stop at once without saving)")

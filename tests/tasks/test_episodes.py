@@ -105,3 +105,37 @@ def test_digits_class_split():
 def test_bad_config_names_the_key(values, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         section_from_dict(EpisodesTaskConfig, values, "task")
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_and_shifts_in_zeros():
+    from metalearn_ext.tasks.episodes import random_shift
+
+    x = torch.zeros(64, 1, 7, 7)
+    x[:, 0, 3, 3] = 1.0
+    y = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and torch.equal(y.sum((-1, -2)), x.sum((-1, -2)))  # the pixel stays inside
+    where = [tuple(int(v) - 3 for v in torch.nonzero(img[0])[0]) for img in y]
+    assert all(abs(dy) <= 2 and abs(dx) <= 2 for dy, dx in where) and len(set(where)) > 10
+    edge = torch.zeros(1, 1, 4, 4)
+    edge[0, 0, :, 0] = 1.0  # a column at the border: a shift to the left drops it, none wraps around
+    outs = [random_shift(edge, 1, torch.Generator().manual_seed(s))[0, 0] for s in range(40)]
+    assert all(float(o[:, 2:].sum()) == 0.0 for o in outs)  # nothing wraps around to the right edge
+    assert {float(o.sum()) for o in outs} >= {0.0, 3.0, 4.0}  # shifted out, clipped vertically, kept
+    assert random_shift(x, 0, torch.Generator()) is x
+
+
+def test_shift_augments_training_episodes_only_and_reproducibly(omniglot_root):
+    plain = build_task(EpisodesTaskConfig(root=omniglot_root, test_classes=50))
+    shifted = build_task(EpisodesTaskConfig(root=omniglot_root, test_classes=50, shift=2))
+    a, b = plain.sample(range(2), seed=1, step=3), shifted.sample(range(2), seed=1, step=3)
+    assert torch.equal(a.classes, b.classes) and torch.equal(a.support_labels, b.support_labels)
+    assert not torch.equal(a.support_images, b.support_images)
+    assert torch.equal(b.support_images, shifted.sample(range(2), seed=1, step=3).support_images)
+    assert torch.allclose(a.support_images.sum((-1, -2)), b.support_images.sum((-1, -2)), atol=1e-3)
+    assert_same(plain.sample([0], seed=1, step=0, split="test"), shifted.sample([0], seed=1, step=0, split="test"))
+
+
+@pytest.mark.parametrize("bad", [-1, 28, 1.5, True])
+def test_shift_out_of_range_names_the_key(bad):
+    with pytest.raises(ConfigError, match="task.shift"):
+        section_from_dict(EpisodesTaskConfig, {"shift": bad}, "task")

@@ -216,6 +216,45 @@ def test_a_second_signal_stops_at_once_without_a_traceback(tmp_path, monkeypatch
     assert "stopped at once" in logs[-1]
 
 
+def test_timeouts_doubled_sigterm_still_saves_and_a_later_one_stops_at_once(tmp_path, monkeypatch):
+    # GNU timeout sends SIGTERM to the command and again to its process group
+    real = loop.gradient_step
+    calls = {"n": 0}
+    clock = {"t": 100.0}
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock["t"])
+
+    def term_at_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+            clock["t"] += 0.001
+            os.kill(os.getpid(), signal.SIGTERM)  # the duplicate: ignored
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "gradient_step", term_at_3)
+    logs = []
+    cfg = tiny_config(train={"steps": 50, "checkpoint_every": 100})
+    assert run_training(cfg, tmp_path / "a", log=logs.append) == EXIT_INTERRUPTED
+    assert load_checkpoint(tmp_path / "a" / "checkpoint.pt")["step"] == 3
+    assert not any("stopped at once" in m for m in logs)
+
+    def term_then_later_at_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+            clock["t"] += 5.0  # a person sending it again: stop at once
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    calls["n"] = 0
+    monkeypatch.setattr(loop, "gradient_step", term_then_later_at_3)
+    logs = []
+    cfg = tiny_config(train={"steps": 50, "checkpoint_every": 2})
+    assert run_training(cfg, tmp_path / "b", log=logs.append) == EXIT_INTERRUPTED
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 2
+    assert "stopped at once" in logs[-1]
+
+
 def test_cli_trains_and_reports_bad_input(tmp_path, capsys):
     sets = [a for s in TINY_SETS for a in ("--set", s)]
     assert cli(["train", "vsml", *sets, "--set", "train.optimizer=es", "--set", "train.population=4",
@@ -242,3 +281,39 @@ def test_list_shows_methods_tasks_and_configs(capsys):
     assert cli(["list"]) == 0
     out = capsys.readouterr().out
     assert "vsml:" in out and "streams (streams)" in out and "paper, quick" in out
+
+
+def test_cosine_schedule_sets_adams_rate_at_every_step_and_resumes_on_it(tmp_path):
+    import math
+
+    cfg = tiny_config(train={"lr": 0.01, "lr_schedule": "cosine", "lr_final": 0.001, "steps": 4})
+    t = Trainer(cfg)
+    seen = []
+    for _ in range(4):
+        t.step()
+        seen.append(t.optimizer.param_groups[0]["lr"])
+    want = [0.001 + 0.009 * 0.5 * (1 + math.cos(math.pi * s / 4)) for s in range(4)]
+    assert seen == pytest.approx(want) and seen[0] == pytest.approx(0.01) and seen == sorted(seen, reverse=True)
+    assert cfg.train.learning_rate(4) == pytest.approx(0.001) == cfg.train.learning_rate(9)
+    const = tiny_config(train={"lr": 0.01})
+    assert [const.train.learning_rate(s) for s in (0, 3, 100)] == [0.01] * 3
+    # a run stopped at step 2 and resumed ends where the uninterrupted one does
+    full = tiny_config(train={"lr": 0.01, "lr_schedule": "cosine", "steps": 4, "checkpoint_every": 2})
+    assert run_training(full, tmp_path / "full", log=quiet) == EXIT_OK
+    split = tmp_path / "split"
+    split.mkdir()
+    part = Trainer(full)
+    part.step(), part.step()
+    save_checkpoint(split / "checkpoint.pt", part.state_dict())
+    (split / "config.yaml").write_text(yaml.safe_dump(full.to_dict()))
+    assert run_training(full, tmp_path / "split", resume=True, log=quiet) == EXIT_OK
+    a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert torch.equal(_params(a), _params(b))
+
+
+@pytest.mark.parametrize("train, key", [({"lr_schedule": "linear"}, "train.lr_schedule"),
+                                        ({"lr": 0.01, "lr_final": 0.02}, "train.lr_final"),
+                                        ({"lr_final": -1.0}, "train.lr_final")])
+def test_bad_schedule_keys_name_the_key(train, key):
+    with pytest.raises(ConfigError, match=key):
+        tiny_config(train=train)
