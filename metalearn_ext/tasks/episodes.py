@@ -55,7 +55,7 @@ class EpisodesTaskConfig(TaskConfig):
 
     def check(self, section: str) -> None:
         check_positive(self, section, "image_size", "n_way", "k_shot", "n_query", "test_classes")
-        if not isinstance(self.shift, int) or isinstance(self.shift, bool) or not 0 <= self.shift < self.image_size:
+        if not 0 <= self.shift < self.image_size:  # the type is checked when the section is read
             raise ConfigError(f"config key '{section}.shift': expected an integer in [0, image_size = "
                               f"{self.image_size}), got {self.shift!r}")
         if self.dataset == "digits":
@@ -77,11 +77,13 @@ def random_shift(images: Tensor, shift: int, generator: torch.Generator) -> Tens
     if shift <= 0:
         return images
     flat = images.reshape(-1, *images.shape[-3:])
-    m, _, h, w = flat.shape
-    offsets = torch.randint(-shift, shift + 1, (m, 2), generator=generator).tolist()
+    m, c, h, w = flat.shape
+    offsets = torch.randint(-shift, shift + 1, (m, 2), generator=generator)
     padded = torch.nn.functional.pad(flat, (shift, shift, shift, shift))
-    out = torch.stack([padded[i, :, shift - dy:shift - dy + h, shift - dx:shift - dx + w]
-                       for i, (dy, dx) in enumerate(offsets)])
+    rows = (shift - offsets[:, :1]) + torch.arange(h)  # (m, h): the padded rows image i reads
+    cols = (shift - offsets[:, 1:]) + torch.arange(w)  # (m, w)
+    out = padded[torch.arange(m)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]  # one gather for the whole batch
     return out.reshape(images.shape)
 
 
