@@ -8,15 +8,15 @@ step s − 1, and must predict y_s (memory_np.md §1: 5 classes, 10 examples eac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from metalearn_ext.config import check_positive
+from metalearn_ext.config import ConfigError, check_positive
 from metalearn_ext.data import ImageDataset, LabelOffsetBatch, LabelOffsetSampler
 from metalearn_ext.tasks.base import TaskConfig, TaskFamily, draw_items, register_task, split_purpose
-from metalearn_ext.tasks.episodes import load_omniglot_split
+from metalearn_ext.tasks.episodes import load_omniglot_split, random_shift
 
 __all__ = ["LabelOffsetTask", "LabelOffsetTaskConfig"]
 
@@ -34,9 +34,13 @@ class LabelOffsetTaskConfig(TaskConfig):
     test_rotations: bool = False  # the same for the held-out characters
     split_seed: int = 0
     test_classes: int | None = None  # held-out characters (None: the 1200/1623 proportion)
+    shift: int = 0  # training images translated by up to ± shift pixels each axis (zeros shifted in); 0: off
 
     def check(self, section: str) -> None:
         check_positive(self, section, "image_size", "n_way", "examples_per_class", "test_classes")
+        if not 0 <= self.shift < self.image_size:  # the type is checked when the section is read
+            raise ConfigError(f"config key '{section}.shift': expected an integer in [0, image_size = "
+                              f"{self.image_size}), got {self.shift!r}")
 
 
 class LabelOffsetTask(TaskFamily):
@@ -84,9 +88,16 @@ class LabelOffsetTask(TaskFamily):
         sampler = self._sampler(split, cfg.n_way if n_way is None else n_way,
                                 cfg.examples_per_class if examples_per_class is None else examples_per_class)
 
+        shift, size = (cfg.shift if split == "train" else 0), cfg.image_size
+
         def one(g: torch.Generator) -> LabelOffsetBatch:
             sampler.generator = g
-            return sampler.sample(1)
+            b = sampler.sample(1)
+            if shift:  # drawn after the episode, from the same generator: reproducible per episode
+                d = size * size
+                images = random_shift(b.inputs[..., :d].reshape(*b.inputs.shape[:2], 1, size, size), shift, g)
+                b = replace(b, inputs=torch.cat([images.flatten(2), b.inputs[..., d:]], dim=-1))
+            return b
 
         return draw_items(indices, seed=seed, step=step, split=split, draw=one)
 

@@ -56,3 +56,26 @@ def test_requests_too_large_for_the_split(task):
 def test_bad_config_names_the_key(values, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         section_from_dict(LabelOffsetTaskConfig, values, "task")
+
+
+def test_shift_moves_training_images_only_reproducibly_and_keeps_the_labels(omniglot_root, task):
+    shifted = build_task(LabelOffsetTaskConfig(root=omniglot_root, test_classes=50, shift=2))
+    a, b = task.sample(range(2), seed=1, step=3), shifted.sample(range(2), seed=1, step=3)
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.classes, b.classes)
+    assert torch.equal(a.inputs[..., 400:], b.inputs[..., 400:])  # the previous labels are not moved
+    assert not torch.equal(a.inputs[..., :400], b.inputs[..., :400])
+    assert torch.equal(b.inputs, shifted.sample(range(2), seed=1, step=3).inputs)
+    # a shift by (dy, dx) of each 20x20 drawing: some offset in [-2, 2]^2 maps a's image onto b's
+    img_a = a.inputs[0, :, :400].reshape(50, 20, 20)
+    img_b = b.inputs[0, :, :400].reshape(50, 20, 20)
+    pad = torch.nn.functional.pad(img_a, (2, 2, 2, 2))
+    for s in range(50):
+        assert any(torch.equal(pad[s, 2 - dy:22 - dy, 2 - dx:22 - dx], img_b[s])
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+    assert_same(task.sample([0], seed=1, step=0, split="test"), shifted.sample([0], seed=1, step=0, split="test"))
+
+
+@pytest.mark.parametrize("bad", [-1, 20, 1.5, True])
+def test_shift_out_of_range_names_the_key(bad):
+    with pytest.raises(ConfigError, match="task.shift"):
+        section_from_dict(LabelOffsetTaskConfig, {"shift": bad}, "task")
