@@ -55,9 +55,7 @@ class EpisodesTaskConfig(TaskConfig):
 
     def check(self, section: str) -> None:
         check_positive(self, section, "image_size", "n_way", "k_shot", "n_query", "test_classes")
-        if not 0 <= self.shift < self.image_size:  # the type is checked when the section is read
-            raise ConfigError(f"config key '{section}.shift': expected an integer in [0, image_size = "
-                              f"{self.image_size}), got {self.shift!r}")
+        check_shift(self, section)
         if self.dataset == "digits":
             for key in ("rotations", "test_rotations"):
                 if getattr(self, key):
@@ -69,6 +67,14 @@ class EpisodesTaskConfig(TaskConfig):
             if self.test_classes is not None and self.test_classes >= _DIGIT_CLASSES:
                 raise ConfigError(f"config key '{section}.test_classes': the digits have {_DIGIT_CLASSES} classes; "
                                   f"at least one must stay for training, got {self.test_classes}")
+
+
+def check_shift(cfg: Any, section: str) -> None:
+    """``cfg.shift`` in [0, cfg.image_size), else a ConfigError naming ``section.shift`` (its type is
+    checked when the section is read)."""
+    if not 0 <= cfg.shift < cfg.image_size:
+        raise ConfigError(f"config key '{section}.shift': expected an integer in [0, image_size = "
+                          f"{cfg.image_size}), got {cfg.shift!r}")
 
 
 def random_shift(images: Tensor, shift: int, generator: torch.Generator) -> Tensor:

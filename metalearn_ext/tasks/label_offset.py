@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from metalearn_ext.config import ConfigError, check_positive
+from metalearn_ext.config import check_positive
 from metalearn_ext.data import ImageDataset, LabelOffsetBatch, LabelOffsetSampler
 from metalearn_ext.tasks.base import TaskConfig, TaskFamily, draw_items, register_task, split_purpose
-from metalearn_ext.tasks.episodes import load_omniglot_split, random_shift
+from metalearn_ext.tasks.episodes import check_shift, load_omniglot_split, random_shift
 
 __all__ = ["LabelOffsetTask", "LabelOffsetTaskConfig"]
 
@@ -38,9 +38,7 @@ class LabelOffsetTaskConfig(TaskConfig):
 
     def check(self, section: str) -> None:
         check_positive(self, section, "image_size", "n_way", "examples_per_class", "test_classes")
-        if not 0 <= self.shift < self.image_size:  # the type is checked when the section is read
-            raise ConfigError(f"config key '{section}.shift': expected an integer in [0, image_size = "
-                              f"{self.image_size}), got {self.shift!r}")
+        check_shift(self, section)
 
 
 class LabelOffsetTask(TaskFamily):
