@@ -43,11 +43,14 @@ def quick_check(predict, task, cfg, log: Callable[[str], None], run_dir: Path) -
     e, t = cfg.eval, cfg.task
     if not e.check_episodes:
         return
-    r = few_shot_accuracy(predict, task, n_way=t.n_way, k_shot=t.k_shot, n_query=e.n_query,
+    # training may use more ways than the held-out split has classes (60-way training, 50 test characters)
+    n_way = min(t.n_way, task.dataset("test").num_classes)
+    capped = f" (training used {t.n_way} ways; the held-out split has {n_way} classes)" if n_way < t.n_way else ""
+    r = few_shot_accuracy(predict, task, n_way=n_way, k_shot=t.k_shot, n_query=e.n_query,
                           episodes=e.check_episodes, seed=cfg.train.seed, batch_size=e.batch_size)
     atomic_write_text(run_dir / "eval.json", json.dumps(r))
-    log(f"held-out {t.n_way}-way {t.k_shot}-shot accuracy over {e.check_episodes} episodes: "
-        f"{100 * r['mean']:.2f} ± {100 * r['half']:.2f}% (chance {100 / t.n_way:.1f}%)")
+    log(f"held-out {n_way}-way {t.k_shot}-shot accuracy over {e.check_episodes} episodes: "
+        f"{100 * r['mean']:.2f} ± {100 * r['half']:.2f}% (chance {100 / n_way:.1f}%){capped}")
 
 
 def evaluate_few_shot(run_dir, overrides, predict_of: Callable, *, log: Callable[[str], None], progress: bool

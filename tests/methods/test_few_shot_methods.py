@@ -53,6 +53,18 @@ def test_short_run_beats_chance_on_held_out_digits(tmp_path, method, model):
     assert "5-way 1-shot" in get_method(method).format_results(res)
 
 
+def test_training_with_more_ways_than_held_out_classes_checks_at_the_held_out_classes(tmp_path):
+    """60-way training against 50 held-out characters once ended in a traceback after training."""
+    cfg = config_from_dict(get_method("protonet"), {
+        "task": {**DIGITS, "n_way": 6, "test_classes": 4}, "model": {"depth": 3, "hidden": 16},
+        "train": {"steps": 2, "progress": False, "num_threads": 1},
+        "eval": {"episodes": 10, "n_query": 5, "settings": [[4, 1]], "check_episodes": 10}})
+    lines = []
+    assert run_training(cfg, tmp_path, log=lines.append) == EXIT_OK
+    assert json.loads((tmp_path / "eval.json").read_text())["n_way"] == 4
+    assert any("training used 6 ways; the held-out split has 4 classes" in line for line in lines), lines
+
+
 def test_load_run_gives_the_trained_model_for_a_users_own_episodes(tmp_path):
     cfg = _digits_config("protonet", train={"steps": 2})
     assert run_training(cfg, tmp_path, log=quiet) == EXIT_OK
