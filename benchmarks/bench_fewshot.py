@@ -1,7 +1,7 @@
 """Meta-training throughput of the few-shot baselines on conv-4 (64 channels, 28×28, Omniglot-sized):
 one training iteration = forward + backward + Adam step, in float32.
 
-* ``protonet_train``: ProtoNet, one 30-way 5-shot 5-query episode (the spec's training ways).
+* ``protonet_train``: ProtoNet, one 80-way 1-shot 3-query episode (``protonet/quick.yaml``'s).
 * ``maml_train``: MAML, 5-way 1-shot, meta-batch 16, one query per class as in MAML's own code,
   α = 0.4, one inner step; second order and first order.
 
@@ -10,7 +10,11 @@ on one thread and then widens its OpenMP pool runs MAML's many small ops 4-40x s
 here), eager on one thread (the default of the tests; the baseline of ``x eager``), channels_last
 weights and inputs,
 ``torch.compile`` of the encoder (ProtoNet; MAML first order only: compiled graphs cannot be
-differentiated twice), vmap over tasks (MAML).
+differentiated twice), vmap over tasks (MAML). The last ProtoNet rows run after
+:func:`metalearn_ext.keep_freed_memory` (what the ``metalearn`` command does for its runs): glibc
+then reuses freed heap memory instead of mapping fresh pages for every large activation; the rows
+before them run on glibc's defaults, and each row says which (``malloc``). That setting cannot be
+undone in a process, so ``--op all`` runs every later benchmark with it.
 
 Correctness first: from the same initial weights and batch, in float64, a row's loss and
 gradients must equal the first (eager) row's within 1e-6 (relative), else it reports ok=False and no
@@ -30,10 +34,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from metalearn_ext import allocator, keep_freed_memory
 from metalearn_ext.nn import MAML, Conv4, ProtoNet
 
 HIDDEN, SIZE = 64, 28
-PROTO_WAYS, PROTO_SHOTS, PROTO_QUERIES = 30, 5, 5
+PROTO_WAYS, PROTO_SHOTS, PROTO_QUERIES = 80, 1, 3
 MAML_WAYS, MAML_SHOTS, MAML_QUERIES, MAML_TASKS, MAML_LR = 5, 1, 1, 16, 0.4
 WARMUP, STEPS = 1, 5  # untimed and timed iterations per row
 ROW_BUDGET_S = 4.0  # a slow row stops timing after 2 iterations once it has spent this long
@@ -47,6 +52,7 @@ class Variant:
     compile: bool = False
     vectorize: bool = False  # MAML only
     all_threads: bool = False  # otherwise one thread (what the tests and small runs use)
+    keep_heap: bool = False  # keep_freed_memory() before the row (irreversible: such rows come last)
 
 
 def _episodes(e: int, n: int, k: int, q: int, device: str, seed: int = 0) -> dict[torch.dtype, tuple]:
@@ -114,7 +120,10 @@ def _run_rows(op: str, device: str, variants: list[Variant], build: Callable[[Va
             if device == "cuda" and v.all_threads:
                 continue  # intra-op threads are a CPU knob
             torch.set_num_threads(threads if v.all_threads else 1)
-            row = dict(op=op, variant=v.name, device=device, threads=torch.get_num_threads(), **extra)
+            if v.keep_heap:
+                keep_freed_memory()
+            row = dict(op=op, variant=v.name, device=device, threads=torch.get_num_threads(),
+                       malloc="heap kept" if allocator.keeps_freed_memory() else "glibc default", **extra)
             first = not rows
             rows.append(row)
             try:
@@ -169,7 +178,9 @@ def protonet_train(device: str = "cpu") -> list[dict]:
 
     variants = [Variant("eager", all_threads=True), Variant("eager"), Variant("channels_last", channels_last=True),
                 Variant("channels_last", channels_last=True, all_threads=True), Variant("compile", compile=True),
-                Variant("compile+channels_last", channels_last=True, compile=True)]
+                Variant("compile+channels_last", channels_last=True, compile=True),
+                Variant("channels_last+heap", channels_last=True, keep_heap=True),
+                Variant("channels_last+heap", channels_last=True, all_threads=True, keep_heap=True)]
     return _run_rows("protonet_train", device, variants, build,
                      lambda m, b: m.loss(*b, n_way=PROTO_WAYS)[0], lambda m: list(m.parameters()), batches,
                      dict(setting=f"{PROTO_WAYS}w{PROTO_SHOTS}s {PROTO_QUERIES}q, 1 episode"))
@@ -201,10 +212,10 @@ def maml_train(device: str = "cpu") -> list[dict]:
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'setting':<19} {'order':<6} {'variant':<21} {'thr':>3} {'s/iter':>7} {'iter/s':>7} "
+    lines = [f"{'setting':<19} {'order':<6} {'variant':<21} {'thr':>3} {'malloc':<13} {'s/iter':>7} {'iter/s':>7} "
              f"{'x eager':>7} {'1st call s':>10}"]
     for r in rows:
-        head = f"{r['setting']:<19} {r.get('order', '-'):<6} {r['variant']:<21} {r['threads']:>3}"
+        head = f"{r['setting']:<19} {r.get('order', '-'):<6} {r['variant']:<21} {r['threads']:>3} {r['malloc']:<13}"
         if not r["ok"]:
             lines.append(f"{head} WRONG or failed: {r['error']}")
             continue

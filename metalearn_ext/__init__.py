@@ -4,6 +4,7 @@ Importing never fails because a kernel backend is missing: `backends()` says wha
 """
 from metalearn_ext import ops  # first: registers every op, which _backends iterates
 from metalearn_ext._backends import BackendStatus, backends, load_extension
+from metalearn_ext.allocator import keep_freed_memory
 from metalearn_ext.ops import *  # noqa: F403  every op's function: vsml_step, ...
 
 # torch.ops.metalearn_ext.* with their fakes and autograd, right after `import metalearn_ext`.
@@ -20,4 +21,4 @@ def load_run(run_dir):
     return _load_run(run_dir)
 
 
-__all__ = ["BackendStatus", "backends", "load_run", "ops", *ops.__all__, "__version__"]
+__all__ = ["BackendStatus", "backends", "keep_freed_memory", "load_run", "ops", *ops.__all__, "__version__"]

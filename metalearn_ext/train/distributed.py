@@ -11,7 +11,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_reduce_sum", "barrier", "init_from_env", "rank_and_world", "shard"]
+__all__ = ["all_reduce_sum", "barrier", "init_from_env", "rank_and_world", "shard", "threads_per_process"]
 
 
 def init_from_env(device: torch.device) -> bool:
@@ -22,6 +22,18 @@ def init_from_env(device: torch.device) -> bool:
         return False
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return True
+
+
+def threads_per_process(requested: int | None) -> int | None:
+    """Intra-op threads for this process: ``requested`` (None: torch's default), but at most its share
+    of the machine's cores when torchrun started several processes on this machine
+    (``LOCAL_WORLD_SIZE``), so that they do not oversubscribe the cores between them."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local <= 1:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = max(1, cores // local)
+    return share if requested is None else min(requested, share)
 
 
 def rank_and_world() -> tuple[int, int]:

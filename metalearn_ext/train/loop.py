@@ -28,7 +28,8 @@ from metalearn_ext.config import RunConfig
 from metalearn_ext.files import atomic_write_text
 from metalearn_ext.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from metalearn_ext.train.config import config_for_resume
-from metalearn_ext.train.distributed import all_reduce_sum, barrier, init_from_env, rank_and_world
+from metalearn_ext.train.distributed import (all_reduce_sum, barrier, init_from_env, rank_and_world,
+                                             threads_per_process)
 from metalearn_ext.train.es import es_step
 from metalearn_ext.train.gradient import gradient_step
 from metalearn_ext.train.metrics import MetricsWriter, read_metrics
@@ -181,8 +182,9 @@ def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, l
     """
     out = Path(out_dir)
     t = cfg.train
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
+    threads = threads_per_process(t.num_threads)
+    if threads:
+        torch.set_num_threads(threads)
     init_from_env(torch.device("cpu"))
     rank = rank_and_world()[0]
     ckpt_path = out / CHECKPOINT

@@ -61,3 +61,15 @@ def test_bptt_one_vs_two_processes_agree(tmp_path):
     close = diff <= 1e-5 + 1e-4 * one["theta"].abs()
     assert close.float().mean() >= 0.99 and diff.max() <= 2 * lr * K, (diff.max(), close.float().mean())
     assert not torch.equal(one["theta"], Trainer(_cfg("bptt")).model.parameter_vector().detach())  # it moved
+
+
+def test_threads_per_process_share_the_cores_between_torchruns_local_processes(monkeypatch):
+    from metalearn_ext.train import distributed
+
+    monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert distributed.threads_per_process(6) == 6 and distributed.threads_per_process(None) is None
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert [distributed.threads_per_process(n) for n in (None, 2, 4, 6)] == [4, 2, 4, 4]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert distributed.threads_per_process(2) == 1

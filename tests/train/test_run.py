@@ -283,6 +283,16 @@ def test_list_shows_methods_tasks_and_configs(capsys):
     assert "vsml:" in out and "streams (streams)" in out and "paper, quick" in out
 
 
+def test_the_command_keeps_freed_memory_except_when_benchmarking(monkeypatch, capsys):
+    from metalearn_ext import allocator, cli as command
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append("kept") or True)
+    monkeypatch.setattr(command, "_bench", lambda args: calls.append("bench") or 0)
+    assert cli(["list"]) == 0 and calls == ["kept"]
+    assert cli(["bench"]) == 0 and calls == ["kept", "bench"]  # the benchmark times both settings itself
+
+
 def test_cosine_schedule_sets_adams_rate_at_every_step_and_resumes_on_it(tmp_path):
     import math
 
