@@ -186,11 +186,12 @@ def test_a_signal_saves_and_exits_cleanly(tmp_path, monkeypatch, signum):
     monkeypatch.setattr(loop, "gradient_step", interrupted_at_3)
     logs = []
     cfg = tiny_config(train={"steps": 50, "checkpoint_every": 100})
+    # what the process had before (default_int_handler and SIG_DFL; SIGINT ignored in a background job)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert run_training(cfg, tmp_path, log=logs.append) == EXIT_INTERRUPTED
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
     assert any("--resume" in m for m in logs), logs
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # restored
     monkeypatch.setattr(loop, "gradient_step", real)
     assert run_training(resume_config(tmp_path, "vsml", ["train.steps=4"]), tmp_path, resume=True,
                         log=logs.append) == EXIT_OK
