@@ -1,4 +1,4 @@
-"""keep_freed_memory(): after it, freeing and re-allocating a large block reuses the same pages (no new
+"""keep_freed_memory(): after it, freeing and re-allocating a large block reuses the same pages (few new
 page faults), where glibc's defaults map fresh pages every time; METALEARN_MALLOC=system opts out.
 Each case runs in a child process, whose allocator starts from glibc's defaults."""
 import os
@@ -18,11 +18,12 @@ def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
 
 faults()  # warm up: the first fill faults its pages in either way
-before = faults()
+before = min(faults() for _ in range(3))
 applied = metalearn_ext.keep_freed_memory()
 assert metalearn_ext.keep_freed_memory() is applied  # idempotent
-faults(); faults()  # the heap grows to hold the block once (its pages fault in then)
-print(applied, metalearn_ext.allocator.keeps_freed_memory(), before, faults())
+faults()  # the heap grows to hold the block (its pages fault in then)
+# the fewest of 3 rounds: the heap may still grow past small allocations once (seen: one block, in one round)
+print(applied, metalearn_ext.allocator.keeps_freed_memory(), before, min(faults() for _ in range(3)))
 """
 
 PAGES = 64 * 2**20 // 4096  # pages of one block
@@ -43,7 +44,7 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     assert applied == "True" and reported == "True"
     # glibc's defaults: every re-allocation maps fresh pages (4 blocks of PAGES pages each)
     assert int(before) >= 3 * PAGES, before
-    assert int(after) < PAGES // 4, (before, after)
+    assert int(after) < PAGES // 4, (before, after)  # reused, where glibc's defaults fault in all 4 blocks
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
