@@ -217,6 +217,32 @@ void check_blur_step_args(at::TensorList weights, const at::Tensor& x, const at:
   check_gene(genome.mu_hebb, L, T, k, true, w0, op, "mu_hebb");
 }
 
+std::vector<at::Tensor> check_blur_step_grads(const c10::List<std::optional<at::Tensor>>& grad_weights,
+                                              const std::optional<at::Tensor>& grad_pred, at::TensorList weights,
+                                              const at::Tensor& x, const char* op) {
+  const int64_t L = static_cast<int64_t>(weights.size()), T = x.size(0), B = x.size(1);
+  const int64_t C = weights.back().size(2);
+  METALEARN_CHECK_ARG(static_cast<int64_t>(grad_weights.size()) == L, op, "grad_weights",
+                      "a list of " + std::to_string(L) + " gradients (one per layer of weights)",
+                      std::to_string(grad_weights.size()));
+  std::vector<at::Tensor> g_new(L);
+  for (int64_t l = 0; l < L; ++l) {
+    const std::optional<at::Tensor> g = grad_weights.get(l);
+    if (!g.has_value() || !g->defined()) continue;
+    METALEARN_CHECK_ARG(g->sizes() == weights[l].sizes(), op, indexed("grad_weights", l),
+                        "of shape " + shape_str(weights[l].sizes()) + " like weights[" + std::to_string(l) + "]",
+                        shape_str(g->sizes()));
+    check_like(*g, weights[0], op, indexed("grad_weights", l));
+    g_new[l] = *g;
+  }
+  if (grad_pred.has_value() && grad_pred->defined()) {
+    METALEARN_CHECK_ARG(grad_pred->sizes() == at::IntArrayRef({T, B, C}), op, "grad_pred",
+                        "of shape (T, batch, C) = " + shape_str({T, B, C}) + " like pred", shape_str(grad_pred->sizes()));
+    check_like(*grad_pred, weights[0], op, "grad_pred");
+  }
+  return g_new;
+}
+
 std::tuple<std::vector<at::Tensor>, at::Tensor> blur_step_forward(at::TensorList weights, const at::Tensor& x,
                                                                   const at::Tensor& code, const BlurStepGenome& genome,
                                                                   const BlurStepOptions& options,
@@ -241,27 +267,10 @@ BlurStepGrads blur_step_backward(const c10::List<std::optional<at::Tensor>>& gra
   check_blur_step_args(weights, x, code, genome, op);
   const int64_t L = static_cast<int64_t>(weights.size()), T = x.size(0), B = x.size(1), k = weights[0].size(3);
   const int64_t C = weights.back().size(2);
-  METALEARN_CHECK_ARG(static_cast<int64_t>(grad_weights.size()) == L, op, "grad_weights",
-                      "a list of " + std::to_string(L) + " gradients (one per layer of weights)",
-                      std::to_string(grad_weights.size()));
-  std::vector<at::Tensor> g_new(L);
+  std::vector<at::Tensor> g_new = check_blur_step_grads(grad_weights, grad_pred, weights, x, op);
   bool any = false;
-  for (int64_t l = 0; l < L; ++l) {
-    const std::optional<at::Tensor> g = grad_weights.get(l);
-    if (!g.has_value() || !g->defined()) continue;
-    METALEARN_CHECK_ARG(g->sizes() == weights[l].sizes(), op, indexed("grad_weights", l),
-                        "of shape " + shape_str(weights[l].sizes()) + " like weights[" + std::to_string(l) + "]",
-                        shape_str(g->sizes()));
-    check_like(*g, weights[0], op, indexed("grad_weights", l));
-    g_new[l] = *g;
-    any = true;
-  }
+  for (const auto& g : g_new) any |= g.defined();
   const bool has_pred = grad_pred.has_value() && grad_pred->defined();
-  if (has_pred) {
-    METALEARN_CHECK_ARG(grad_pred->sizes() == at::IntArrayRef({T, B, C}), op, "grad_pred",
-                        "of shape (T, batch, C) = " + shape_str({T, B, C}) + " like pred", shape_str(grad_pred->sizes()));
-    check_like(*grad_pred, weights[0], op, "grad_pred");
-  }
   const bool per_copy_f = genome.f.dim() == 2, per_copy_eta = genome.eta.dim() == 2;
   const bool per_copy_fh = genome.f_hebb.dim() == 2, per_copy_etah = genome.eta_hebb.dim() == 2;
   std::vector<at::Tensor> gw(L), g_f(L), g_eta(L), g_fh(L), g_etah(L), g_nu(L), g_mu(L), g_nuh(L), g_muh(L);

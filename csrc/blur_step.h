@@ -38,6 +38,13 @@ struct BlurStepOptions {
 void check_blur_step_args(at::TensorList weights, const at::Tensor& x, const at::Tensor& code,
                           const BlurStepGenome& genome, const char* op);
 
+// Validates blur_step_backward's upstream gradients (after check_blur_step_args): grad_weights a list of L,
+// each undefined or shaped like its layer's weights; grad_pred undefined or (T, batch, C). Returns them per
+// layer (undefined: zero).
+std::vector<at::Tensor> check_blur_step_grads(const c10::List<std::optional<at::Tensor>>& grad_weights,
+                                              const std::optional<at::Tensor>& grad_pred, at::TensorList weights,
+                                              const at::Tensor& x, const char* op);
+
 // (new weights per layer (T, n_l, n_{l+1}, k), pred (T, batch, C) = state 0 of the output before the update).
 std::tuple<std::vector<at::Tensor>, at::Tensor> blur_step_forward(at::TensorList weights, const at::Tensor& x,
                                                                   const at::Tensor& code, const BlurStepGenome& genome,
