@@ -137,28 +137,81 @@ METALEARN_INLINE T dot(const T* a, const T* b, int64_t len) {
   return hsum<T, VL>(acc0 + acc1);
 }
 
+// dst[c] (+)= Σ_d E[c][d]·src[d] over K planes, K known: one pass, the K source vectors loaded once.
+template <typename T, int VL, int K>
+METALEARN_INLINE void mix_planes_k(const T* mix, bool transpose, const T* src, T* dst, int64_t plane, bool accumulate) {
+  using V = Vec<T, VL>;
+  T e[K * K];
+  for (int c = 0; c < K; ++c)
+    for (int d = 0; d < K; ++d) e[c * K + d] = transpose ? mix[d * K + c] : mix[c * K + d];
+  for (int64_t i = 0; i < plane; i += VL) {
+    V x[K];
+#pragma GCC unroll 4
+    for (int d = 0; d < K; ++d) x[d] = vld<V>(src + d * plane + i);
+#pragma GCC unroll 4
+    for (int c = 0; c < K; ++c) {
+      V acc = accumulate ? vld<V>(dst + c * plane + i) : V{} + T(0);
+#pragma GCC unroll 4
+      for (int d = 0; d < K; ++d) acc += e[c * K + d] * x[d];
+      vst(dst + c * plane + i, acc);
+    }
+  }
+}
+
 // dst[c] (+)= Σ_d E[c][d]·src[d] over k planes of `plane` elements, E = mix (k×k row-major) or, with
 // transpose, mixᵀ. dst and src must not overlap.
 template <typename T, int VL>
 METALEARN_INLINE void mix_planes(const T* mix, bool transpose, const T* src, T* dst, int64_t k, int64_t plane,
                                  bool accumulate) {
   using V = Vec<T, VL>;
+  switch (k) {
+    case 2: return mix_planes_k<T, VL, 2>(mix, transpose, src, dst, plane, accumulate);
+    case 3: return mix_planes_k<T, VL, 3>(mix, transpose, src, dst, plane, accumulate);
+    case 4: return mix_planes_k<T, VL, 4>(mix, transpose, src, dst, plane, accumulate);
+    default: break;
+  }
   for (int64_t c = 0; c < k; ++c) {
     T* o = dst + c * plane;
-    for (int64_t i = 0; i < plane; i += VL) {
-      V acc = accumulate ? vld<V>(o + i) : V{} + T(0);
-      for (int64_t d = 0; d < k; ++d) acc += (transpose ? mix[d * k + c] : mix[c * k + d]) * vld<V>(src + d * plane + i);
-      vst(o + i, acc);
+    if (!accumulate) std::fill_n(o, plane, T(0));
+    for (int64_t d = 0; d < k; ++d) {
+      const T e = transpose ? mix[d * k + c] : mix[c * k + d];
+      const T* x = src + d * plane;
+      for (int64_t i = 0; i < plane; i += VL) vst(o + i, vld<V>(o + i) + e * vld<V>(x + i));
     }
   }
 }
 
+// grad[c][d] += Σ x[c]·y[d] over K planes, K known: one pass with K² accumulators.
+template <typename T, int VL, int K>
+METALEARN_INLINE void mix_grad_k(const T* x, const T* y, int64_t plane, T* grad) {
+  using V = Vec<T, VL>;
+  V acc[K * K];
+#pragma GCC unroll 16
+  for (int e = 0; e < K * K; ++e) acc[e] = V{} + T(0);
+  for (int64_t i = 0; i < plane; i += VL) {
+    V xv[K], yv[K];
+#pragma GCC unroll 4
+    for (int c = 0; c < K; ++c) xv[c] = vld<V>(x + c * plane + i), yv[c] = vld<V>(y + c * plane + i);
+#pragma GCC unroll 4
+    for (int c = 0; c < K; ++c)
+#pragma GCC unroll 4
+      for (int d = 0; d < K; ++d) acc[c * K + d] += xv[c] * yv[d];
+  }
+  for (int e = 0; e < K * K; ++e) grad[e] += hsum<T, VL>(acc[e]);
+}
+
 // grad[c][d] += Σ x[c]·y[d] over the planes (the gradient of a mix E[c][d] applied as dst[c] = Σ_d E y[d]
-// with upstream x); transpose: grad[d][c] instead.
+// with upstream x).
 template <typename T, int VL>
-METALEARN_INLINE void mix_grad(const T* x, const T* y, int64_t k, int64_t plane, bool transpose, T* grad) {
+METALEARN_INLINE void mix_grad(const T* x, const T* y, int64_t k, int64_t plane, T* grad) {
+  switch (k) {
+    case 2: return mix_grad_k<T, VL, 2>(x, y, plane, grad);
+    case 3: return mix_grad_k<T, VL, 3>(x, y, plane, grad);
+    case 4: return mix_grad_k<T, VL, 4>(x, y, plane, grad);
+    default: break;
+  }
   for (int64_t c = 0; c < k; ++c)
-    for (int64_t d = 0; d < k; ++d) grad[transpose ? d * k + c : c * k + d] += dot<T, VL>(x + c * plane, y + d * plane, plane);
+    for (int64_t d = 0; d < k; ++d) grad[c * k + d] += dot<T, VL>(x + c * plane, y + d * plane, plane);
 }
 
 // ----------------------------------------------------------------------------------------- transposes
@@ -277,6 +330,11 @@ METALEARN_INLINE void product_columns(T* out, bool accumulate, const T* A, int64
                                       int64_t S, const T* X, int64_t len, int64_t v0) {
   int64_t r = 0;
   for (; r + RB <= R; r += RB) product_tile<T, VL, RB, NV>(out, accumulate, A, ar, as, r, S, X, len, v0);
+  // the rows left in tiles of 4, 2, 1: a lone accumulator is one chain of dependent FMAs, latency-bound
+  if constexpr (RB > 4) {
+    for (; r + 4 <= R; r += 4) product_tile<T, VL, 4, NV>(out, accumulate, A, ar, as, r, S, X, len, v0);
+  }
+  for (; r + 2 <= R; r += 2) product_tile<T, VL, 2, NV>(out, accumulate, A, ar, as, r, S, X, len, v0);
   for (; r < R; ++r) product_tile<T, VL, 1, NV>(out, accumulate, A, ar, as, r, S, X, len, v0);
 }
 
@@ -541,9 +599,9 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
     const T* nuh = g + kMatrices + 2 * kk;
     const T* muh = g + kMatrices + 3 * kk;
     mix_planes<T, VL>(nuh, false, ws.gz, ws.g_post[l], k, I * Bp, true);             // grad_pre[e] += Σ_c ν̃[e][c] grad_p[c]
-    mix_grad<T, VL>(ws.post[l], ws.gz, k, I * Bp, false, gg + kMatrices + 2 * kk);   // grad ν̃[e][c] += Σ pre[e]·grad_p[c]
+    mix_grad<T, VL>(ws.post[l], ws.gz, k, I * Bp, gg + kMatrices + 2 * kk);   // grad ν̃[e][c] += Σ pre[e]·grad_p[c]
     mix_planes<T, VL>(muh, true, ws.gm, ws.g_post[l + 1], k, J * Bp, true);          // grad_post[d] += Σ_c μ̃[c][d] grad_q[c]
-    mix_grad<T, VL>(ws.gm, ws.post[l + 1], k, J * Bp, false, gg + kMatrices + 3 * kk);  // grad μ̃[c][d] += Σ grad_q[c]·post[d]
+    mix_grad<T, VL>(ws.gm, ws.post[l + 1], k, J * Bp, gg + kMatrices + 3 * kk);  // grad μ̃[c][d] += Σ grad_q[c]·post[d]
   }
 
   // The backward pass ran l = L-1 .. 1, so its gradient runs l = 1 .. L-1: post[l] = σ(f·fwd[l] + η·msg),
@@ -572,7 +630,7 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
       rows_product<T, VL>(ws.g_wt[l] + c * J * Ip, true, ws.mixed + c * J * Bp, Bp, 1, J, B, ws.trans + c * Bp * Ip, Ip);
     }
     mix_planes<T, VL>(mu, true, ws.gm, ws.g_post[l + 1], k, J * Bp, true);
-    mix_grad<T, VL>(ws.gm, ws.post[l + 1], k, J * Bp, false, gg + kMatrices + kk);
+    mix_grad<T, VL>(ws.gm, ws.post[l + 1], k, J * Bp, gg + kMatrices + kk);
   }
 
   {  // The label: post[L] = [pred, code, 0, ...], pred = fwd[L][0].
@@ -612,7 +670,7 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
       rows_product<T, VL>(ws.g_wt[l] + c * J * Ip, true, ws.gz + c * J * Bp, Bp, 1, J, B, ws.trans + c * Bp * Ip, Ip);
     }
     mix_planes<T, VL>(nu, true, ws.gm, l > 0 ? ws.g_fwd[l] : ws.g_post[0], k, I * Bp, true);
-    mix_grad<T, VL>(ws.gm, ws.fwd[l], k, I * Bp, false, gg + kMatrices);
+    mix_grad<T, VL>(ws.gm, ws.fwd[l], k, I * Bp, gg + kMatrices);
   }
 
   {  // outputs: x was state 0 of layer 0; the synapse gradients back to (I, J, k)

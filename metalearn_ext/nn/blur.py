@@ -309,12 +309,17 @@ class BLUR(nn.Module):
         code = self._label_code(labels, x)
         genome = self._fused_genome(weights, x[:, 0], p, per_copy)
         preds = []
-        for s in range(inputs.shape[1]):
-            if genome is not None:
-                weights, pred = self._fused_step(weights, x[:, s], code[:, s], genome)
-            else:
+        if genome is not None:  # the op resolved once, one unbind per input: the Python per step is a call
+            step = torch.ops.metalearn_ext.blur_step.default
+            flags = (self.normalize, self.oja, self.hidden_activation, self.output_activation)
+            for xs, cs in zip(x.unbind(1), code.unbind(1)):
+                weights, pred = step(weights, xs, cs, *genome, *flags)
+                preds.append(pred)
+            weights = list(weights)
+        else:
+            for s in range(inputs.shape[1]):
                 weights, pred = self.learning_step(weights, x[:, s], code[:, s], p if per_copy else None)
-            preds.append(pred)
+                preds.append(pred)
         return weights, self._logits(torch.stack(preds, 1), p, per_copy)
 
     def predict(self, inputs: Tensor, weights: list[Tensor] | None = None, params: Tensor | Params | None = None
