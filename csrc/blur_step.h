@@ -3,6 +3,9 @@
 // every layer in one call, and its gradient in one call, both written over the BlurProducts of
 // csrc/blur.h by composing blur_propagate_* and blur_hebbian_* (no product of its own). The backward
 // recomputes the step's neuron states from the inputs, so memory stays O(inputs + one step's states).
+// This composed implementation is device-generic; on CPU the op runs the direct kernel of
+// cpu/blur_step_kernels.h instead (one pass per copy, no ATen op inside), and this one only with
+// METALEARN_BLUR_STEP_COMPOSED=1 (csrc/cpu/blur_step.cpp). Both share the argument checks below.
 #pragma once
 
 #include <ATen/ATen.h>
