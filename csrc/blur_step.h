@@ -12,6 +12,7 @@
 #include <ATen/core/List.h>
 
 #include <optional>
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <vector>
@@ -35,6 +36,14 @@ struct BlurStepOptions {
   bool normalize, oja;
   BlurActivation hidden, output;
 };
+
+// Shared with blur_forward (csrc/blur_forward.h): the per-layer synapses (T, n_l, n_{l+1}, k), float32/float64,
+// one dtype and device, k >= min_states; a tensor of weights[0]'s dtype and device; a stacked gene, (L,) / (L, T)
+// or, matrix, (L, k, k) / (L, T, k, k).
+void check_blur_weights(at::TensorList weights, const char* op, int64_t min_states);
+void check_blur_like(const at::Tensor& t, const at::Tensor& like, const char* op, const std::string& arg);
+void check_blur_gene(const at::Tensor& g, int64_t L, int64_t T, int64_t k, bool matrix, const at::Tensor& like,
+                     const char* op, const char* arg);
 
 // Validates every argument; throws ValueError naming the argument and the expected shape, with the
 // messages of ops/blur_step/shapes.py.

@@ -1,4 +1,5 @@
-// CPU kernels of metalearn_ext::blur_step and blur_step_backward (csrc/blur_step.h): the direct kernel of
+// CPU kernels of metalearn_ext::blur_step and blur_step_backward (csrc/blur_step.h), and of blur_forward and
+// blur_forward_backward (csrc/blur_forward.h: the same kernel's forward pass alone): the direct kernel of
 // cpu/blur_step_kernels.h — one pass per copy over raw pointers, for float and double, built for AVX-512,
 // AVX2+FMA and the baseline and picked at run time (cpu/isa_dispatch.h). The arguments are checked once
 // (shapes, dtypes, devices: no tensor op), the genes read once into a small table, and every tensor is read
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "blur.h"
+#include "blur_forward.h"
 #include "blur_step.h"
 #include "checks.h"
 #include "cpu/blur_step_kernels.h"
@@ -43,11 +45,11 @@ using namespace metalearn_ext::cpu::blur_step;
 
 // One entry point per ISA and dtype; the vector widths are 64, 32 and 16 bytes.
 #define BLUR_STEP_ENTRIES(TARGET, isa, LF, LD)                                                              \
-  TARGET void step_f32_##isa(const StepArgs<float>& a, int64_t t0, int64_t t1, bool backward) {            \
-    run_copies<float, LF>(a, t0, t1, backward);                                                            \
+  TARGET void step_f32_##isa(const StepArgs<float>& a, int64_t t0, int64_t t1, Mode mode) {                \
+    run_copies<float, LF>(a, t0, t1, mode);                                                                \
   }                                                                                                        \
-  TARGET void step_f64_##isa(const StepArgs<double>& a, int64_t t0, int64_t t1, bool backward) {           \
-    run_copies<double, LD>(a, t0, t1, backward);                                                           \
+  TARGET void step_f64_##isa(const StepArgs<double>& a, int64_t t0, int64_t t1, Mode mode) {               \
+    run_copies<double, LD>(a, t0, t1, mode);                                                               \
   }
 
 #define METALEARN_TARGET_BASE
@@ -60,7 +62,7 @@ BLUR_STEP_ENTRIES(METALEARN_TARGET_V4, avx512, 16, 8)
 #undef METALEARN_TARGET_BASE
 
 template <typename T>
-using StepFn = void (*)(const StepArgs<T>&, int64_t, int64_t, bool);
+using StepFn = void (*)(const StepArgs<T>&, int64_t, int64_t, Mode);
 
 #if METALEARN_X86_DISPATCH
 #define BLUR_STEP_PICK(name)                 \
@@ -140,6 +142,7 @@ std::vector<T> read_genes(const BlurStepGenome& genome, int64_t Tn, int64_t L, i
   std::vector<T> out(Tn * L * G);
   for (const GeneRef& ref : gene_refs(genome, k)) {
     const at::Tensor& g = *ref.tensor;
+    if (!g.defined()) continue;  // blur_forward reads eta and nu only (the other slots stay zero)
     const bool per_copy = g.dim() == (ref.matrix ? 4 : 2);
     const T* p = g.const_data_ptr<T>();
     const int64_t sl = g.stride(0), st = per_copy ? g.stride(1) : 0;
@@ -175,6 +178,10 @@ void write_gene_grads(const std::vector<T>& grads, const BlurStepGenome& genome,
   int64_t which = 0;
   for (const GeneRef& ref : gene_refs(genome, k)) {
     const at::Tensor& g = *ref.tensor;
+    if (!g.defined()) {  // a gene blur_forward does not take: no gradient
+      ++which;
+      continue;
+    }
     const bool per_copy = g.dim() == (ref.matrix ? 4 : 2);
     const int64_t m = ref.matrix ? k * k : 1;
     auto o = at::zeros(g.sizes(), g.options());
@@ -191,13 +198,14 @@ void write_gene_grads(const std::vector<T>& grads, const BlurStepGenome& genome,
 
 // Runs copies [0, T) over the threads (none for a small step or inside a parallel region).
 template <typename T>
-void run(const StepArgs<T>& a, int64_t Tn, bool backward) {
+void run(const StepArgs<T>& a, int64_t Tn, Mode mode) {
   int64_t macs = 0;
   for (int64_t l = 0; l < a.L; ++l) macs += a.n[l] * a.n[l + 1];
-  const int64_t chunks = choose_chunks(Tn, (backward ? 16 : 6) * a.B * a.k * macs * Tn);
+  const int64_t per_mac = mode == Mode::kStep ? 6 : mode == Mode::kStepBackward ? 16 : mode == Mode::kPredict ? 2 : 6;
+  const int64_t chunks = choose_chunks(Tn, per_mac * a.B * a.k * macs * Tn);
   const auto fn = pick_step(T{});
-  if (chunks <= 1) return fn(a, 0, Tn, backward);
-  at::parallel_for(0, Tn, (Tn + chunks - 1) / chunks, [&](int64_t t0, int64_t t1) { fn(a, t0, t1, backward); });
+  if (chunks <= 1) return fn(a, 0, Tn, mode);
+  at::parallel_for(0, Tn, (Tn + chunks - 1) / chunks, [&](int64_t t0, int64_t t1) { fn(a, t0, t1, mode); });
 }
 
 template <typename T>
@@ -214,7 +222,8 @@ StepArgs<T> common_args(at::TensorList weights, const at::Tensor& x, const at::T
   n[L] = weights.back().size(2);
   StepArgs<T> a{};
   a.L = L, a.B = x.size(1), a.k = weights[0].size(3), a.n = n.data(), a.w = w.data();
-  a.x = strided<T>(x), a.code = strided<T>(code), a.genes = genes.data();
+  a.x = strided<T>(x), a.genes = genes.data();
+  if (code.defined()) a.code = strided<T>(code);
   a.normalize = opt.normalize, a.oja = opt.oja, a.hidden = act_of(opt.hidden), a.output = act_of(opt.output);
   a.eps = static_cast<T>(metalearn_ext::kBlurNormEps);
   return a;
@@ -238,7 +247,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> step_forward_direct(at::TensorLi
     auto a = common_args<scalar_t>(weights, x, code, opt, n, w, genes);
     a.new_w = new_w.data();
     a.pred = pred.mutable_data_ptr<scalar_t>();
-    run(a, Tn, false);
+    run(a, Tn, Mode::kStep);
   });
   return {std::move(out), std::move(pred)};
 }
@@ -286,7 +295,7 @@ metalearn_ext::BlurStepGrads step_backward_direct(const c10::List<std::optional<
     a.grad_x = out.x.mutable_data_ptr<scalar_t>();
     a.grad_code = out.code.mutable_data_ptr<scalar_t>();
     a.grad_genes = gene_grads.data();
-    run(a, Tn, true);
+    run(a, Tn, Mode::kStepBackward);
     at::Tensor g[8];
     write_gene_grads(gene_grads, genome, Tn, L, k, g);
     out.genome = {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
@@ -329,9 +338,70 @@ blur_step_backward_cpu(const c10::List<std::optional<at::Tensor>>& grad_weights,
   return {std::move(g.weights), g.x, g.code, G.f, G.eta, G.f_hebb, G.eta_hebb, G.nu, G.mu, G.nu_hebb, G.mu_hebb};
 }
 
+// blur_forward: the forward pass alone (Mode::kPredict), pred (T, batch, C).
+at::Tensor blur_forward_cpu(at::TensorList weights, const at::Tensor& x, const at::Tensor& eta, const at::Tensor& nu,
+                            c10::string_view hidden, c10::string_view output) {
+  const char* op = "blur_forward";
+  metalearn_ext::check_blur_forward_args(weights, x, eta, nu, op);
+  const auto opt = options(false, false, hidden, output, op);
+  const int64_t L = static_cast<int64_t>(weights.size()), Tn = x.size(0), B = x.size(1), k = weights[0].size(3);
+  auto pred = at::empty({Tn, B, weights.back().size(2)}, x.options());
+  if (B == 0) return pred;
+  const BlurStepGenome genome{at::Tensor(), eta, at::Tensor(), at::Tensor(), nu, at::Tensor(), at::Tensor(), at::Tensor()};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "blur_forward_cpu", [&] {
+    const auto genes = read_genes<scalar_t>(genome, Tn, L, k, op);
+    std::vector<int64_t> n;
+    std::vector<Strided<scalar_t>> w;
+    auto a = common_args<scalar_t>(weights, x, at::Tensor(), opt, n, w, genes);
+    a.pred = pred.mutable_data_ptr<scalar_t>();
+    run(a, Tn, Mode::kPredict);
+  });
+  return pred;
+}
+
+// Its gradient w.r.t. weights, x, eta and nu (Mode::kPredictBackward), recomputed from the inputs.
+// x_grad false: x's gradient is not computed (zeros, expanded).
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor> blur_forward_backward_cpu(
+    const at::Tensor& grad_pred, at::TensorList weights, const at::Tensor& x, const at::Tensor& eta,
+    const at::Tensor& nu, c10::string_view hidden, c10::string_view output, bool x_grad) {
+  const char* op = "blur_forward_backward";
+  metalearn_ext::check_blur_forward_args(weights, x, eta, nu, op);
+  metalearn_ext::check_blur_forward_grad(grad_pred, weights, x, op);
+  const auto opt = options(false, false, hidden, output, op);
+  const int64_t L = static_cast<int64_t>(weights.size()), Tn = x.size(0), B = x.size(1), k = weights[0].size(3);
+  std::vector<at::Tensor> gw(L);
+  if (B == 0) {
+    for (int64_t l = 0; l < L; ++l) gw[l] = at::zeros_like(weights[l]);
+    return {std::move(gw), at::zeros_like(x), at::zeros_like(eta), at::zeros_like(nu)};
+  }
+  for (int64_t l = 0; l < L; ++l) gw[l] = at::empty(weights[l].sizes(), weights[l].options());
+  auto gx = x_grad ? at::empty({Tn, B, x.size(2)}, x.options()) : at::zeros({}, x.options()).expand(x.sizes());
+  at::Tensor g_genes[8];
+  const BlurStepGenome genome{at::Tensor(), eta, at::Tensor(), at::Tensor(), nu, at::Tensor(), at::Tensor(), at::Tensor()};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "blur_forward_backward_cpu", [&] {
+    const auto genes = read_genes<scalar_t>(genome, Tn, L, k, op);
+    std::vector<scalar_t> gene_grads(genes.size());
+    std::vector<int64_t> n;
+    std::vector<Strided<scalar_t>> w;
+    std::vector<scalar_t*> gwp(L);
+    for (int64_t l = 0; l < L; ++l) gwp[l] = gw[l].mutable_data_ptr<scalar_t>();
+    auto a = common_args<scalar_t>(weights, x, at::Tensor(), opt, n, w, genes);
+    a.grad_pred = strided<scalar_t>(grad_pred);
+    a.grad_w = gwp.data();
+    a.grad_x = x_grad ? gx.mutable_data_ptr<scalar_t>() : nullptr;
+    a.skip_grad_x = !x_grad;
+    a.grad_genes = gene_grads.data();
+    run(a, Tn, Mode::kPredictBackward);
+    write_gene_grads(gene_grads, genome, Tn, L, k, g_genes);
+  });
+  return {std::move(gw), gx, g_genes[1], g_genes[4]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(metalearn_ext, CPU, m) {
   m.impl("blur_step", &blur_step_cpu);
   m.impl("blur_step_backward", &blur_step_backward_cpu);
+  m.impl("blur_forward", &blur_forward_cpu);
+  m.impl("blur_forward_backward", &blur_forward_backward_cpu);
 }

@@ -72,6 +72,7 @@ struct StepArgs {
   T* const* grad_w;  // L
   T *grad_x, *grad_code;
   T* grad_genes;  // (T, L, gene_slots(k))
+  bool skip_grad_x;  // blur_forward's backward: x needs no gradient (grad_x is not written)
 };
 
 #if METALEARN_SIMD
@@ -365,7 +366,9 @@ struct Workspace {
   int64_t Bp;
   std::vector<T> storage;
 
-  Workspace(const StepArgs<T>& a, bool backward) {
+  // backward: the gradient buffers too. forward_only: only what the forward pass and its gradient use (the
+  // blur_forward op: no post, msg_bwd, mixed2, syn*, colv*).
+  Workspace(const StepArgs<T>& a, bool backward, bool forward_only = false) {
     const int64_t L = a.L, k = a.k;
     Bp = padded(a.B, kPad<T>);
     Ip.resize(L);
@@ -390,15 +393,20 @@ struct Workspace {
     fwd.assign(L + 1, nullptr), post.assign(L + 1, nullptr), msg_fwd.assign(L, nullptr), msg_bwd.assign(L, nullptr);
     wt.assign(L, nullptr);
     for (int64_t l = 0; l <= L; ++l) take(&fwd[l], sp(l));
-    for (int64_t l = 1; l <= L; ++l) take(&post[l], sp(l));
     for (int64_t l = 0; l < L; ++l) take(&msg_fwd[l], sp(l + 1));
-    for (int64_t l = 1; l < L; ++l) take(&msg_bwd[l], sp(l));
     for (int64_t l = 0; l < L; ++l) take(&wt[l], sy(l));
-    take(&mixed, max_state), take(&mixed2, max_state), take(&trans, max_trans), take(&syn, max_syn);
-    take(&syn2, max_syn), take(&colv, max_col), take(&colv2, max_col), take(&colv3, max_col);
+    take(&mixed, max_state), take(&trans, max_trans);
+    mixed2 = syn = syn2 = colv = colv2 = colv3 = gz = gm = nullptr;
+    if (!forward_only) {
+      for (int64_t l = 1; l <= L; ++l) take(&post[l], sp(l));
+      for (int64_t l = 1; l < L; ++l) take(&msg_bwd[l], sp(l));
+      take(&mixed2, max_state), take(&syn, max_syn), take(&syn2, max_syn);
+      take(&colv, max_col), take(&colv2, max_col), take(&colv3, max_col);
+    }
+    if (backward && forward_only) take(&syn, max_syn);  // forward_states_backward's scratch
     if (backward) {
       g_post.assign(L + 1, nullptr), g_fwd.assign(L + 1, nullptr), g_wt.assign(L, nullptr);
-      for (int64_t l = 0; l <= L; ++l) take(&g_post[l], sp(l));
+      for (int64_t l = 0; l <= (forward_only ? 0 : L); ++l) take(&g_post[l], sp(l));
       for (int64_t l = 1; l <= L; ++l) take(&g_fwd[l], sp(l));
       for (int64_t l = 0; l < L; ++l) take(&g_wt[l], sy(l));
       take(&gz, max_state), take(&gm, max_state);
@@ -432,11 +440,10 @@ METALEARN_INLINE void write_synapses(const T* src, int64_t Ip, int64_t I, int64_
   transpose<T, VL>(RowMap<const T>{src, Ip, perm}, RowMap<T>{out, J * k}, J * k, I);
 }
 
-// The neuron states of copy t's step into ws: fwd (after the forward pass; fwd[L] keeps pred in state 0),
-// post (what the Hebbian update sees: post[L] with the label, hidden layers after the backward pass),
-// msg_fwd / msg_bwd (the messages before the η scaling), and wt, the synapses in (k, J, Ip).
+// The forward pass of copy t into ws: wt, the synapses in (k, J, Ip); fwd, the states after the forward pass
+// (fwd[L]'s state 0 is pred); msg_fwd, the messages before the η scaling. Reads the genes eta and nu only.
 template <typename T, int VL>
-METALEARN_INLINE void step_states(const StepArgs<T>& a, int64_t t, Workspace<T>& ws) {
+METALEARN_INLINE void forward_states(const StepArgs<T>& a, int64_t t, Workspace<T>& ws) {
   using V = Vec<T, VL>;
   const int64_t L = a.L, B = a.B, k = a.k, Bp = ws.Bp, G = gene_slots(k);
   const T* genes = a.genes + t * L * G;
@@ -455,6 +462,17 @@ METALEARN_INLINE void step_states(const StepArgs<T>& a, int64_t t, Workspace<T>&
     for (int64_t e = 0; e < k * J * Bp; e += VL)
       vst(ws.fwd[l + 1] + e, activate<T, VL>(eta * vld<V>(ws.msg_fwd[l] + e), act));
   }
+}
+
+// The neuron states of copy t's step into ws: the forward pass (forward_states), then post (what the Hebbian
+// update sees: post[L] with the label, hidden layers after the backward pass) and msg_bwd (the backward
+// pass's messages before the η scaling).
+template <typename T, int VL>
+METALEARN_INLINE void step_states(const StepArgs<T>& a, int64_t t, Workspace<T>& ws) {
+  using V = Vec<T, VL>;
+  const int64_t L = a.L, B = a.B, k = a.k, Bp = ws.Bp, G = gene_slots(k);
+  const T* genes = a.genes + t * L * G;
+  forward_states<T, VL>(a, t, ws);
   {  // the label: post[L] = [pred, code, 0, ...]
     const int64_t C = a.n[L];
     T* top = ws.post[L];
@@ -520,6 +538,56 @@ METALEARN_INLINE void forward_copy(const StepArgs<T>& a, int64_t t, Workspace<T>
       }
     }
     write_synapses<T, VL>(ws.syn, Ip, I, J, k, a.new_w[l] + t * I * J * k, ws.perm[l].data());
+  }
+}
+
+// The gradient of the forward pass (forward_states) of copy t, in reverse, from g_fwd[L] (the gradient of the
+// output's states): fwd[l + 1] = σ(η·msg), msg[c][j] = Σ_i w[c][j][i]·m[c][i], m = ν·fwd[l]. Adds (accumulate)
+// or writes the gradients of the states of layers L−1 … 1 into g_fwd, of layer 0 into g_post[0], of the
+// synapses into g_wt, and adds those of η and ν into ws.genes.
+template <typename T, int VL>
+METALEARN_INLINE void forward_states_backward(const StepArgs<T>& a, int64_t t, Workspace<T>& ws, bool accumulate) {
+  using V = Vec<T, VL>;
+  const int64_t L = a.L, B = a.B, k = a.k, Bp = ws.Bp, G = gene_slots(k);
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const int64_t I = a.n[l], J = a.n[l + 1], Ip = ws.Ip[l];
+    const T* g = a.genes + (t * L + l) * G;
+    T* gg = ws.genes.data() + l * G;
+    const T eta = g[kEta];
+    const Act act = l == L - 1 ? a.output : a.hidden;
+    V acc_eta = V{} + T(0);
+    for (int64_t e = 0; e < k * J * Bp; e += VL) {
+      const V gz = activation_grad<T, VL>(vld<V>(ws.g_fwd[l + 1] + e), vld<V>(ws.fwd[l + 1] + e), act);
+      acc_eta += gz * vld<V>(ws.msg_fwd[l] + e);
+      vst(ws.gz + e, eta * gz);  // the gradient of msg
+    }
+    gg[kEta] += hsum<T, VL>(acc_eta);
+    const T* nu = g + kMatrices;
+    if (l == 0 && a.skip_grad_x) {
+      // Layer 0 holds x in state 0 and zeros: m[c] = ν[c][0]·x, so with P[c][j][i] = Σ_b grad_msg[c][j][b]·x[i][b]
+      // grad_w[c] = ν[c][0]·P[c] and grad ν[c][0] = Σ_{j,i} w[c][j][i]·P[c][j][i] (grad ν[c][d > 0] = 0):
+      // without the gradient of the states, which only x's gradient needs.
+      transpose_planes<T, VL>(ws.fwd[0], 1, I, Bp, B, ws.trans, Ip);
+      for (int64_t c = 0; c < k; ++c) {
+        T* P = ws.syn;
+        T* gw = ws.g_wt[0] + c * J * Ip;
+        rows_product<T, VL>(P, false, ws.gz + c * J * Bp, Bp, 1, J, B, ws.trans, Ip);
+        gg[kMatrices + c * k] += dot<T, VL>(ws.wt[0] + c * J * Ip, P, J * Ip);
+        const T s = nu[c * k];
+        for (int64_t e = 0; e < J * Ip; e += VL)
+          vst(gw + e, (accumulate ? vld<V>(gw + e) : V{} + T(0)) + s * vld<V>(P + e));
+      }
+      continue;
+    }
+    mix_planes<T, VL>(nu, false, ws.fwd[l], ws.mixed, k, I * Bp, false);  // m
+    transpose_planes<T, VL>(ws.mixed, k, I, Bp, B, ws.trans, Ip);
+    for (int64_t c = 0; c < k; ++c) {
+      // grad_m[c][i] = Σ_j w[c][j][i]·grad_msg[c][j]; grad_w[c][j][i] += Σ_b grad_msg[c][j][b]·m[c][i][b]
+      rows_product<T, VL>(ws.gm + c * I * Bp, false, ws.wt[l] + c * J * Ip, 1, Ip, I, J, ws.gz + c * J * Bp, Bp);
+      rows_product<T, VL>(ws.g_wt[l] + c * J * Ip, accumulate, ws.gz + c * J * Bp, Bp, 1, J, B, ws.trans + c * Bp * Ip, Ip);
+    }
+    mix_planes<T, VL>(nu, true, ws.gm, l > 0 ? ws.g_fwd[l] : ws.g_post[0], k, I * Bp, accumulate);
+    mix_grad<T, VL>(ws.gm, ws.fwd[l], k, I * Bp, gg + kMatrices);
   }
 }
 
@@ -647,31 +715,7 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
     }
   }
 
-  // The forward pass, in reverse: fwd[l + 1] = σ(η·msg), msg[c][j] = Σ_i w[c][j][i]·m[c][i], m = ν·fwd[l].
-  for (int64_t l = L - 1; l >= 0; --l) {
-    const int64_t I = a.n[l], J = a.n[l + 1], Ip = ws.Ip[l];
-    const T* g = a.genes + (t * L + l) * G;
-    T* gg = ws.genes.data() + l * G;
-    const T eta = g[kEta];
-    const Act act = l == L - 1 ? a.output : a.hidden;
-    V acc_eta = V{} + T(0);
-    for (int64_t e = 0; e < k * J * Bp; e += VL) {
-      const V gz = activation_grad<T, VL>(vld<V>(ws.g_fwd[l + 1] + e), vld<V>(ws.fwd[l + 1] + e), act);
-      acc_eta += gz * vld<V>(ws.msg_fwd[l] + e);
-      vst(ws.gz + e, eta * gz);  // the gradient of msg
-    }
-    gg[kEta] += hsum<T, VL>(acc_eta);
-    const T* nu = g + kMatrices;
-    mix_planes<T, VL>(nu, false, ws.fwd[l], ws.mixed, k, I * Bp, false);  // m
-    transpose_planes<T, VL>(ws.mixed, k, I, Bp, B, ws.trans, Ip);
-    for (int64_t c = 0; c < k; ++c) {
-      // grad_m[c][i] = Σ_j w[c][j][i]·grad_msg[c][j]; grad_w[c][j][i] += Σ_b grad_msg[c][j][b]·m[c][i][b]
-      rows_product<T, VL>(ws.gm + c * I * Bp, false, ws.wt[l] + c * J * Ip, 1, Ip, I, J, ws.gz + c * J * Bp, Bp);
-      rows_product<T, VL>(ws.g_wt[l] + c * J * Ip, true, ws.gz + c * J * Bp, Bp, 1, J, B, ws.trans + c * Bp * Ip, Ip);
-    }
-    mix_planes<T, VL>(nu, true, ws.gm, l > 0 ? ws.g_fwd[l] : ws.g_post[0], k, I * Bp, true);
-    mix_grad<T, VL>(ws.gm, ws.fwd[l], k, I * Bp, gg + kMatrices);
-  }
+  forward_states_backward<T, VL>(a, t, ws, true);
 
   {  // outputs: x was state 0 of layer 0; the synapse gradients back to (I, J, k)
     const int64_t D = a.n[0];
@@ -684,13 +728,54 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
   }
 }
 
-// Copies [t0, t1), forward (new synapses, pred) or backward (every gradient), with one workspace.
+// The forward pass alone (the blur_forward op, nn.BLUR.predict): copy t's pred into a.pred.
 template <typename T, int VL>
-METALEARN_INLINE void run_copies(const StepArgs<T>& a, int64_t t0, int64_t t1, bool backward) {
-  Workspace<T> ws(a, backward);
+METALEARN_INLINE void predict_copy(const StepArgs<T>& a, int64_t t, Workspace<T>& ws) {
+  const int64_t L = a.L, B = a.B, Bp = ws.Bp, C = a.n[L];
+  forward_states<T, VL>(a, t, ws);
+  T* pred = a.pred + t * B * C;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < C; ++j) pred[b * C + j] = ws.fwd[L][j * Bp + b];
+}
+
+// Its gradient from a.grad_pred: copy t's gradients into a.grad_w, a.grad_x and a.grad_genes (eta, nu).
+template <typename T, int VL>
+METALEARN_INLINE void predict_backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T>& ws) {
+  const int64_t L = a.L, B = a.B, k = a.k, Bp = ws.Bp, G = gene_slots(k), C = a.n[L], D = a.n[0];
+  forward_states<T, VL>(a, t, ws);
+  std::fill(ws.genes.begin(), ws.genes.end(), T(0));
+  {  // only state 0 of the output has a gradient: the other states' rows, and every padding, stay zero
+    T* gtop = ws.g_fwd[L];
+    const Strided<T>& gp = a.grad_pred;
+    const T* src = gp.p + t * gp.s[0];
+    for (int64_t j = 0; j < C; ++j)
+      for (int64_t b = 0; b < B; ++b) gtop[j * Bp + b] = src[b * gp.s[1] + j * gp.s[2]];
+  }
+  forward_states_backward<T, VL>(a, t, ws, false);
+  if (!a.skip_grad_x) transpose<T, VL>(RowMap<const T>{ws.g_post[0], Bp}, RowMap<T>{a.grad_x + t * B * D, D}, D, B);
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t I = a.n[l], J = a.n[l + 1], Ip = ws.Ip[l];
+    write_synapses<T, VL>(ws.g_wt[l], Ip, I, J, k, a.grad_w[l] + t * I * J * k, ws.perm[l].data());
+  }
+  std::copy(ws.genes.begin(), ws.genes.end(), a.grad_genes + t * L * G);
+}
+
+// What run_copies computes per copy: blur_step's forward or backward, blur_forward's forward or backward.
+enum class Mode { kStep, kStepBackward, kPredict, kPredictBackward };
+
+inline bool is_backward(Mode m) { return m == Mode::kStepBackward || m == Mode::kPredictBackward; }
+
+// Copies [t0, t1) with one workspace.
+template <typename T, int VL>
+METALEARN_INLINE void run_copies(const StepArgs<T>& a, int64_t t0, int64_t t1, Mode mode) {
+  Workspace<T> ws(a, is_backward(mode), mode == Mode::kPredict || mode == Mode::kPredictBackward);
   for (int64_t t = t0; t < t1; ++t) {
-    if (backward) backward_copy<T, VL>(a, t, ws);
-    else forward_copy<T, VL>(a, t, ws);
+    switch (mode) {
+      case Mode::kStep: forward_copy<T, VL>(a, t, ws); break;
+      case Mode::kStepBackward: backward_copy<T, VL>(a, t, ws); break;
+      case Mode::kPredict: predict_copy<T, VL>(a, t, ws); break;
+      case Mode::kPredictBackward: predict_backward_copy<T, VL>(a, t, ws); break;
+    }
   }
 }
 

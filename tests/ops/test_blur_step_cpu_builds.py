@@ -1,4 +1,4 @@
-"""blur_step's CPU kernels in the builds one process does not pick by itself, each against the float64
+"""blur_step's (and blur_forward's) CPU kernels in the builds one process does not pick by itself, each against the float64
 reference in a child process: the direct kernel capped to AVX2 and to the baseline (METALEARN_CPU_ISA, read
 once per process), and the composed implementation of csrc/blur_step.cpp (METALEARN_BLUR_STEP_COMPOSED=1),
 the device-generic fallback the direct kernel replaced on CPU.
@@ -32,6 +32,21 @@ for sizes, k, genome, B, flags in cases:
             ups = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype) for o in (*new, pred)]
             grads = torch.autograd.grad([*new, pred], lv, ups, allow_unused=True)  # depth 1: f is unused
             res.append([*new, pred, *(torch.zeros_like(t) if d is None else d for d, t in zip(grads, lv))])
+        for a, b in zip(res[1], res[0]):
+            torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol * max(1.0, b.abs().max().item()))
+from metalearn_ext.ops.blur_forward import blur_forward, blur_forward_reference
+from tests.ops.test_blur_forward import make_inputs as forward_inputs
+for sizes, k, genome, B in (((33, 18, 5), 4, "per_copy", 17), ((64, 20, 5), 2, "per_layer", 64)):
+    for dtype, rtol, atol in ((torch.float64, 1e-10, 1e-11), (torch.float32, 1e-4, 2e-5)):
+        leaves, args = forward_inputs(sizes, k, genome, T=2, B=B, seed=k)
+        L = len(args[0])
+        low = [t.detach().to(dtype).requires_grad_(True) for t in leaves]
+        largs = [low[:L], low[L], *(v.expand(L, *v.shape[1:]) for v in low[L + 1:])]
+        res = []
+        for fn, lv, a in ((blur_forward_reference, leaves, args), (lambda *a: blur_forward(*a, backend="cpp"), low, largs)):
+            pred = fn(*a)
+            up = torch.randn(pred.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(pred.dtype)
+            res.append([pred, *torch.autograd.grad(pred, lv, up)])
         for a, b in zip(res[1], res[0]):
             torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol * max(1.0, b.abs().max().item()))
 print("ok")
