@@ -26,14 +26,16 @@ std::string weight_shape_str(int64_t T, int64_t n, size_t l, int64_t k) {
          std::to_string(k) + ")";
 }
 
-void check_like(const at::Tensor& t, const at::Tensor& like, const char* op, const std::string& arg) {
+}  // namespace
+
+void check_blur_like(const at::Tensor& t, const at::Tensor& like, const char* op, const std::string& arg) {
   if (t.scalar_type() != like.scalar_type() || t.device() != like.device()) {
     check_same_dtype_device(t, like, op, arg.c_str(), "weights[0]");
   }
 }
 
-void check_gene(const at::Tensor& g, int64_t L, int64_t T, int64_t k, bool matrix, const at::Tensor& like,
-                const char* op, const char* arg) {
+void check_blur_gene(const at::Tensor& g, int64_t L, int64_t T, int64_t k, bool matrix, const at::Tensor& like,
+                     const char* op, const char* arg) {
   const bool ok = matrix ? (g.sizes() == at::IntArrayRef({L, k, k}) || g.sizes() == at::IntArrayRef({L, T, k, k}))
                          : (g.sizes() == at::IntArrayRef({L}) || g.sizes() == at::IntArrayRef({L, T}));
   METALEARN_CHECK_ARG(ok, op, arg,
@@ -42,8 +44,39 @@ void check_gene(const at::Tensor& g, int64_t L, int64_t T, int64_t k, bool matri
                              : "of shape (L,) = " + shape_str({L}) + " or (L, T) = " + shape_str({L, T}) +
                                    " (L layers, T copies from weights)",
                       shape_str(g.sizes()));
-  check_like(g, like, op, arg);
+  check_blur_like(g, like, op, arg);
 }
+
+void check_blur_weights(at::TensorList weights, const char* op, int64_t min_states) {
+  METALEARN_CHECK_ARG(!weights.empty(), op, "weights", "a non-empty list of per-layer synapses (T, n_l, n_{l+1}, k)",
+                      "an empty list");
+  const auto& w0 = weights[0];
+  METALEARN_CHECK_ARG(w0.dim() == 4 && w0.numel() > 0, op, "weights[0]", "a non-empty tensor of shape (T, n_0, n_1, k)",
+                      shape_str(w0.sizes()));
+  check_floating(w0, op, "weights[0]");
+  const int64_t T = w0.size(0), k = w0.size(3);
+  if (min_states > 1) {
+    METALEARN_CHECK_ARG(k >= min_states, op, "weights[0]",
+                        "of shape (T, n_0, n_1, k) with k >= " + std::to_string(min_states) +
+                            " states (the label goes into state 1)",
+                        shape_str(w0.sizes()));
+  }
+  for (size_t l = 1; l < weights.size(); ++l) {
+    const auto& w = weights[l];
+    const int64_t n = weights[l - 1].size(2);
+    const bool ok = w.dim() == 4 && w.size(0) == T && w.size(1) == n && w.size(2) >= 1 && w.size(3) == k;
+    if (!ok) {
+      METALEARN_CHECK_ARG(false, op, indexed("weights", l),
+                          "of shape (T, n_" + std::to_string(l) + ", n_" + std::to_string(l + 1) + ", k) = " +
+                              weight_shape_str(T, n, l, k) + " (T, k from weights[0], n_" + std::to_string(l) +
+                              " from weights[" + std::to_string(l - 1) + "])",
+                          shape_str(w.sizes()));
+    }
+    check_blur_like(w, w0, op, indexed("weights", l));
+  }
+}
+
+namespace {
 
 // Layer l's entry of a stacked gene: () / (k, k) shared by the copies, (T,) / (T, k, k) per copy.
 at::Tensor gene(const at::Tensor& g, int64_t l) { return g.select(0, l); }
@@ -174,47 +207,54 @@ StepStates step_states(at::TensorList weights, const at::Tensor& x, const at::Te
 
 void check_blur_step_args(at::TensorList weights, const at::Tensor& x, const at::Tensor& code,
                           const BlurStepGenome& genome, const char* op) {
-  METALEARN_CHECK_ARG(!weights.empty(), op, "weights", "a non-empty list of per-layer synapses (T, n_l, n_{l+1}, k)",
-                      "an empty list");
+  check_blur_weights(weights, op, 2);
   const auto& w0 = weights[0];
-  METALEARN_CHECK_ARG(w0.dim() == 4 && w0.numel() > 0, op, "weights[0]", "a non-empty tensor of shape (T, n_0, n_1, k)",
-                      shape_str(w0.sizes()));
-  check_floating(w0, op, "weights[0]");
   const int64_t L = static_cast<int64_t>(weights.size()), T = w0.size(0), k = w0.size(3);
-  METALEARN_CHECK_ARG(k >= 2, op, "weights[0]", "of shape (T, n_0, n_1, k) with k >= 2 states (the label goes into state 1)",
-                      shape_str(w0.sizes()));
-  for (size_t l = 1; l < weights.size(); ++l) {
-    const auto& w = weights[l];
-    const int64_t n = weights[l - 1].size(2);
-    const bool ok = w.dim() == 4 && w.size(0) == T && w.size(1) == n && w.size(2) >= 1 && w.size(3) == k;
-    if (!ok) {
-      METALEARN_CHECK_ARG(false, op, indexed("weights", l),
-                          "of shape (T, n_" + std::to_string(l) + ", n_" + std::to_string(l + 1) + ", k) = " +
-                              weight_shape_str(T, n, l, k) + " (T, k from weights[0], n_" + std::to_string(l) +
-                              " from weights[" + std::to_string(l - 1) + "])",
-                          shape_str(w.sizes()));
-    }
-    check_like(w, w0, op, indexed("weights", l));
-  }
   const int64_t D = w0.size(1), C = weights.back().size(2);
   METALEARN_CHECK_ARG(x.dim() == 3 && x.size(0) == T && x.size(1) >= 1 && x.size(2) == D, op, "x",
                       "of shape (T, batch, D) = (" + std::to_string(T) + ", batch, " + std::to_string(D) +
                           ") (T, D from weights[0])",
                       shape_str(x.sizes()));
-  check_like(x, w0, op, "x");
+  check_blur_like(x, w0, op, "x");
   const int64_t B = x.size(1);
   METALEARN_CHECK_ARG(code.sizes() == at::IntArrayRef({T, B, C}), op, "code",
                       "of shape (T, batch, C) = " + shape_str({T, B, C}) + " (batch from x, C from weights[-1])",
                       shape_str(code.sizes()));
-  check_like(code, w0, op, "code");
-  check_gene(genome.f, L, T, k, false, w0, op, "f");
-  check_gene(genome.eta, L, T, k, false, w0, op, "eta");
-  check_gene(genome.f_hebb, L, T, k, false, w0, op, "f_hebb");
-  check_gene(genome.eta_hebb, L, T, k, false, w0, op, "eta_hebb");
-  check_gene(genome.nu, L, T, k, true, w0, op, "nu");
-  check_gene(genome.mu, L, T, k, true, w0, op, "mu");
-  check_gene(genome.nu_hebb, L, T, k, true, w0, op, "nu_hebb");
-  check_gene(genome.mu_hebb, L, T, k, true, w0, op, "mu_hebb");
+  check_blur_like(code, w0, op, "code");
+  check_blur_gene(genome.f, L, T, k, false, w0, op, "f");
+  check_blur_gene(genome.eta, L, T, k, false, w0, op, "eta");
+  check_blur_gene(genome.f_hebb, L, T, k, false, w0, op, "f_hebb");
+  check_blur_gene(genome.eta_hebb, L, T, k, false, w0, op, "eta_hebb");
+  check_blur_gene(genome.nu, L, T, k, true, w0, op, "nu");
+  check_blur_gene(genome.mu, L, T, k, true, w0, op, "mu");
+  check_blur_gene(genome.nu_hebb, L, T, k, true, w0, op, "nu_hebb");
+  check_blur_gene(genome.mu_hebb, L, T, k, true, w0, op, "mu_hebb");
+}
+
+std::vector<at::Tensor> check_blur_step_grads(const c10::List<std::optional<at::Tensor>>& grad_weights,
+                                              const std::optional<at::Tensor>& grad_pred, at::TensorList weights,
+                                              const at::Tensor& x, const char* op) {
+  const int64_t L = static_cast<int64_t>(weights.size()), T = x.size(0), B = x.size(1);
+  const int64_t C = weights.back().size(2);
+  METALEARN_CHECK_ARG(static_cast<int64_t>(grad_weights.size()) == L, op, "grad_weights",
+                      "a list of " + std::to_string(L) + " gradients (one per layer of weights)",
+                      std::to_string(grad_weights.size()));
+  std::vector<at::Tensor> g_new(L);
+  for (int64_t l = 0; l < L; ++l) {
+    const std::optional<at::Tensor> g = grad_weights.get(l);
+    if (!g.has_value() || !g->defined()) continue;
+    METALEARN_CHECK_ARG(g->sizes() == weights[l].sizes(), op, indexed("grad_weights", l),
+                        "of shape " + shape_str(weights[l].sizes()) + " like weights[" + std::to_string(l) + "]",
+                        shape_str(g->sizes()));
+    check_blur_like(*g, weights[0], op, indexed("grad_weights", l));
+    g_new[l] = *g;
+  }
+  if (grad_pred.has_value() && grad_pred->defined()) {
+    METALEARN_CHECK_ARG(grad_pred->sizes() == at::IntArrayRef({T, B, C}), op, "grad_pred",
+                        "of shape (T, batch, C) = " + shape_str({T, B, C}) + " like pred", shape_str(grad_pred->sizes()));
+    check_blur_like(*grad_pred, weights[0], op, "grad_pred");
+  }
+  return g_new;
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor> blur_step_forward(at::TensorList weights, const at::Tensor& x,
@@ -241,27 +281,10 @@ BlurStepGrads blur_step_backward(const c10::List<std::optional<at::Tensor>>& gra
   check_blur_step_args(weights, x, code, genome, op);
   const int64_t L = static_cast<int64_t>(weights.size()), T = x.size(0), B = x.size(1), k = weights[0].size(3);
   const int64_t C = weights.back().size(2);
-  METALEARN_CHECK_ARG(static_cast<int64_t>(grad_weights.size()) == L, op, "grad_weights",
-                      "a list of " + std::to_string(L) + " gradients (one per layer of weights)",
-                      std::to_string(grad_weights.size()));
-  std::vector<at::Tensor> g_new(L);
+  std::vector<at::Tensor> g_new = check_blur_step_grads(grad_weights, grad_pred, weights, x, op);
   bool any = false;
-  for (int64_t l = 0; l < L; ++l) {
-    const std::optional<at::Tensor> g = grad_weights.get(l);
-    if (!g.has_value() || !g->defined()) continue;
-    METALEARN_CHECK_ARG(g->sizes() == weights[l].sizes(), op, indexed("grad_weights", l),
-                        "of shape " + shape_str(weights[l].sizes()) + " like weights[" + std::to_string(l) + "]",
-                        shape_str(g->sizes()));
-    check_like(*g, weights[0], op, indexed("grad_weights", l));
-    g_new[l] = *g;
-    any = true;
-  }
+  for (const auto& g : g_new) any |= g.defined();
   const bool has_pred = grad_pred.has_value() && grad_pred->defined();
-  if (has_pred) {
-    METALEARN_CHECK_ARG(grad_pred->sizes() == at::IntArrayRef({T, B, C}), op, "grad_pred",
-                        "of shape (T, batch, C) = " + shape_str({T, B, C}) + " like pred", shape_str(grad_pred->sizes()));
-    check_like(*grad_pred, weights[0], op, "grad_pred");
-  }
   const bool per_copy_f = genome.f.dim() == 2, per_copy_eta = genome.eta.dim() == 2;
   const bool per_copy_fh = genome.f_hebb.dim() == 2, per_copy_etah = genome.eta_hebb.dim() == 2;
   std::vector<at::Tensor> gw(L), g_f(L), g_eta(L), g_fh(L), g_etah(L), g_nu(L), g_mu(L), g_nuh(L), g_muh(L);

@@ -60,4 +60,13 @@ TORCH_LIBRARY(metalearn_ext, m) {
         " Tensor f, Tensor eta, Tensor f_hebb, Tensor eta_hebb, Tensor nu, Tensor mu, Tensor nu_hebb, Tensor mu_hebb,"
         " bool normalize, bool oja, str hidden_activation, str output_activation)"
         " -> (Tensor[], Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // specs/blur.md §2, the forward pass alone (nn.BLUR.predict; the forward half of blur_step): states start at zero
+  // with x (T,batch,n_0) in state 0 of layer 0, a <- sigma(eta*propagate(a, w, nu)) through every layer; weights,
+  // eta (L) or (L,T), nu (L,k,k) or (L,T,k,k) and the activations as blur_step's. Returns pred (T,batch,C), state 0
+  // of the output.
+  m.def("blur_forward(Tensor[] weights, Tensor x, Tensor eta, Tensor nu, str hidden_activation,"
+        " str output_activation) -> Tensor");
+  // Gradients w.r.t. weights, x, eta and nu, recomputed from the inputs; x_grad=False skips x's (zeros).
+  m.def("blur_forward_backward(Tensor grad_pred, Tensor[] weights, Tensor x, Tensor eta, Tensor nu,"
+        " str hidden_activation, str output_activation, bool x_grad=True) -> (Tensor[], Tensor, Tensor, Tensor)");
 }

@@ -57,9 +57,10 @@ class BLUR(nn.Module):
         logit_scale: the initial logit scale.
         backend: the ops' backend (None: the fastest usable one).
         fused: run each learning step as one ``blur_step`` call (forward, label, backward pass and update
-            of every layer in one C++ call, its gradient in one more): None uses it where its cpp kernel
-            can run these tensors (CPU, float32/float64, backend None or "cpp", $METALEARN_BACKEND not
-            forcing another); True requires it (an error says why it cannot run); False never.
+            of every layer in one C++ call, its gradient in one more), and the forward pass of :meth:`predict`
+            as one ``blur_forward`` call: None uses them where their cpp kernel can run these tensors (CPU,
+            float32/float64, backend None or "cpp", $METALEARN_BACKEND not forcing another); True requires
+            them (an error says why they cannot run); False never.
     """
 
     def __init__(self, layer_sizes: Sequence[int], states: int = 2, *, per_layer_genome: bool = False,
@@ -215,26 +216,48 @@ class BLUR(nn.Module):
             acts.append(a)
         return acts
 
+    def _stacked_genes(self, p: Params, per_copy: bool, names: Sequence[str]) -> list[Tensor]:
+        """Genes ``names`` of every layer as the fused ops take them: (L,) / (L, k, k), per copy (L, T) / (L, T, k, k)."""
+        L, stacked = self.num_layers, []
+        for name in names:
+            v = p[f"genome.{name}"]
+            v = v.transpose(0, 1) if per_copy else v
+            stacked.append(v.expand(L, *v.shape[1:]) if v.shape[0] != L else v)
+        return stacked
+
+    def _runs_fused(self, op: str, *args) -> bool:
+        """Whether ``op`` (blur_step, blur_forward) runs its cpp kernel on these arguments (see ``fused``)."""
+        if self.fused is False or (self.fused is None and self.backend not in (None, "cpp")):
+            return False
+        try:
+            backend = choose_backend(op, "cpp" if self.fused else self.backend, *args)
+        except RuntimeError as e:
+            if not self.fused:  # backend="cpp" forced: the per-op path would raise the same
+                raise
+            raise RuntimeError(f"BLUR: fused=True cannot run here: {e}") from None
+        return backend == "cpp"
+
     def _fused_genome(self, weights: list[Tensor], x: Tensor, p: Params, per_copy: bool) -> tuple[Tensor, ...] | None:
         """The genes of every layer as ``blur_step`` takes them ((L,) / (L, k, k), per copy (L, T) / (L, T, k, k)),
         if learning steps on these tensors run fused (see ``fused``), else None."""
         if self.fused is False or (self.fused is None and self.backend not in (None, "cpp")):
             return None
-        L, stacked = self.num_layers, []
-        for name in GENOME_NAMES:  # f, eta, f_hebb, eta_hebb, nu, mu, nu_hebb, mu_hebb: blur_step's order
-            v = p[f"genome.{name}"]
-            v = v.transpose(0, 1) if per_copy else v
-            stacked.append(v.expand(L, *v.shape[1:]) if v.shape[0] != L else v)
+        # f, eta, f_hebb, eta_hebb, nu, mu, nu_hebb, mu_hebb: blur_step's order
+        stacked = self._stacked_genes(p, per_copy, GENOME_NAMES)
         # blur_step's arguments as the backend choice sees them (x stands in for the label code: same device
         # and dtype, and the choice reads no other shape of it)
         args = (weights, x, x, *stacked, self.normalize, self.oja, self.hidden_activation, self.output_activation)
-        try:
-            backend = choose_backend("blur_step", "cpp" if self.fused else self.backend, *args)
-        except RuntimeError as e:
-            if not self.fused:  # backend="cpp" forced: the per-op path would raise the same
-                raise
-            raise RuntimeError(f"BLUR: fused=True cannot run here: {e}") from None
-        return tuple(stacked) if backend == "cpp" else None
+        return tuple(stacked) if self._runs_fused("blur_step", *args) else None
+
+    def _fused_forward_genes(self, weights: list[Tensor], x: Tensor, p: Params, per_copy: bool
+                             ) -> tuple[Tensor, Tensor] | None:
+        """(eta, nu) of every layer as ``blur_forward`` takes them, if the forward pass of :meth:`predict` runs
+        fused on these tensors (see ``fused``), else None."""
+        if self.fused is False or (self.fused is None and self.backend not in (None, "cpp")):
+            return None
+        eta, nu = self._stacked_genes(p, per_copy, ("eta", "nu"))
+        args = (weights, x, eta, nu, self.hidden_activation, self.output_activation)
+        return (eta, nu) if self._runs_fused("blur_forward", *args) else None
 
     def _fused_step(self, weights: list[Tensor], x: Tensor, code: Tensor, genome: tuple[Tensor, ...]
                     ) -> tuple[list[Tensor], Tensor]:
@@ -309,12 +332,17 @@ class BLUR(nn.Module):
         code = self._label_code(labels, x)
         genome = self._fused_genome(weights, x[:, 0], p, per_copy)
         preds = []
-        for s in range(inputs.shape[1]):
-            if genome is not None:
-                weights, pred = self._fused_step(weights, x[:, s], code[:, s], genome)
-            else:
+        if genome is not None:  # the op resolved once, one unbind per input: the Python per step is a call
+            step = torch.ops.metalearn_ext.blur_step.default
+            flags = (self.normalize, self.oja, self.hidden_activation, self.output_activation)
+            for xs, cs in zip(x.unbind(1), code.unbind(1)):
+                weights, pred = step(weights, xs, cs, *genome, *flags)
+                preds.append(pred)
+            weights = list(weights)
+        else:
+            for s in range(inputs.shape[1]):
                 weights, pred = self.learning_step(weights, x[:, s], code[:, s], p if per_copy else None)
-            preds.append(pred)
+                preds.append(pred)
         return weights, self._logits(torch.stack(preds, 1), p, per_copy)
 
     def predict(self, inputs: Tensor, weights: list[Tensor] | None = None, params: Tensor | Params | None = None
@@ -331,8 +359,14 @@ class BLUR(nn.Module):
             raise ValueError(f"BLUR.predict: inputs has T = {inputs.shape[0]} but the synapses have "
                              f"{weights[0].shape[0]} copies")
         p, per_copy = self._params(params)
-        top = self._forward_states(weights, self._standardize(inputs), p, per_copy)[-1]
-        return self._logits(top[..., 0], p, per_copy)
+        x = self._standardize(inputs)
+        genes = self._fused_forward_genes(weights, x, p, per_copy)
+        if genes is not None:  # the forward pass of every layer in one call (and its gradient in one more)
+            pred = torch.ops.metalearn_ext.blur_forward.default(list(weights), x, *genes, self.hidden_activation,
+                                                                self.output_activation)
+        else:
+            pred = self._forward_states(weights, x, p, per_copy)[-1][..., 0]
+        return self._logits(pred, p, per_copy)
 
     def learn(self, inputs: Tensor, labels: Tensor, params: Tensor | Params | None = None,
               generator: torch.Generator | None = None) -> Tensor:

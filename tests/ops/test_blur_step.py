@@ -77,6 +77,69 @@ def test_matches_reference(sizes, k, genome, normalize, oja, acts):
     check(leaves, args, (normalize, oja, *acts))
 
 
+# The direct CPU kernel (csrc/cpu/blur_step_kernels.h) pads the batch and the input neurons to 64 bytes and
+# converts layouts in VL×VL register tiles (VL = 8 doubles / 16 floats on AVX-512): sizes around and past
+# those, a batch of 1, depths 1–3 and k = 2, 3, 4.
+EDGE_CASES = [((33, 18, 5), 4, 17), ((16, 16), 2, 1), ((40, 9, 16, 3), 3, 16), ((8, 32), 2, 8), ((24, 1, 7), 2, 9)]
+
+
+@pytest.mark.parametrize("case", EDGE_CASES, ids=lambda c: f"{'-'.join(map(str, c[0]))}_k{c[1]}_B{c[2]}")
+@pytest.mark.parametrize("genome", GENOMES)
+@pytest.mark.parametrize("flags", [(True, False, "relu_tanh", "tanh"), (False, True, "tanh", "identity"),
+                                   (True, True, "identity", "relu_tanh")], ids=["norm", "oja", "norm+oja"])
+def test_matches_reference_at_tile_edges(case, genome, flags):
+    sizes, k, B = case
+    leaves, args = make_inputs(sizes, k, genome, T=2, B=B, seed=hash((case, genome, flags)) % 2**31)
+    check(leaves, args, flags)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_float32_gradients_match_float64_reference(k):
+    """The quick config's layer sizes and batch in float32 (the float kernels: vectorized tanh, 16-lane tiles)."""
+    leaves, args = make_inputs((64, 20, 5), k, "per_copy", T=2, B=16, seed=13)
+    flags = (True, True, "relu_tanh", "tanh")
+    L = len(args[0])
+    leaves32 = [t.detach().float().requires_grad_(True) for t in leaves]
+    args32 = [leaves32[:L], leaves32[L], leaves32[L + 1], *(v.expand(L, *v.shape[1:]) for v in leaves32[L + 2:])]
+    results = []
+    for fn, lv, a in ((blur_step_reference, leaves, args), (lambda *a: blur_step(*a, backend="cpp"), leaves32, args32)):
+        new, pred = fn(*a, *flags)
+        g = torch.Generator().manual_seed(1)
+        ups = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype) for o in (*new, pred)]
+        results.append([*new, pred, *torch.autograd.grad([*new, pred], lv, ups)])
+    for got, want in zip(results[1], results[0]):
+        scale = max(1.0, want.abs().max().item())
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=2e-5 * scale)
+
+
+def test_strided_upstream_gradients():
+    """Upstream gradients as autograd hands them over: expanded (a sum's), transposed, sliced."""
+    leaves, args = make_inputs((7, 5, 3), 2, "per_layer", T=2, B=3, seed=14)
+    flags = (True, True, "relu_tanh", "tanh")
+
+    def grads(fn):
+        new, pred = fn(*args, *flags)
+        loss = new[0].sum() + (new[1].transpose(1, 3) * torch.arange(2.0, dtype=torch.float64)[:, None, None, None]
+                               ).sum() + pred[:, ::2].pow(2).sum()
+        return torch.autograd.grad(loss, leaves)
+
+    for got, want in zip(grads(lambda *a: blur_step(*a, backend="cpp")), grads(blur_step_reference)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-11)
+
+
+def test_non_finite_update_genes_raise_naming_them():
+    _, args = make_inputs((6, 4, 3), 2, "per_copy", dtype=torch.float32, seed=15)
+    weights, x, code, *genes = [[w.detach() for w in args[0]], *(a.detach() for a in args[1:])]
+    flags = (True, False, "relu_tanh", "tanh")
+    for slot, name in ((2, "f_hebb"), (3, "eta_hebb")):
+        bad = list(genes)
+        bad[slot] = genes[slot].clone()
+        bad[slot][1, 2] = float("nan") if slot == 2 else float("inf")
+        for fn in (torch.ops.metalearn_ext.blur_step, lambda *a: blur_step(*a, backend="cpp")):
+            with pytest.raises(ValueError, match=rf"blur_step: {name} must be finite"):
+                fn(weights, x, code, *bad, *flags)
+
+
 @pytest.mark.parametrize("which", ["pred", "weights"])
 def test_unused_outputs_count_as_zero(which):
     leaves, args = make_inputs((6, 4, 3), 3, "per_copy", seed=5)
