@@ -42,7 +42,7 @@ METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
 template <typename T>
 METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
-  std::vector<T> Mt(W * transposed_stride(S)), scratch(content_read_scratch(S, H));
+  std::vector<T> Mt(W * transposed_stride(S)), scratch(content_read_scratch(S, H, W));
   for (int64_t b = b0; b < b1; ++b) {
     const T* M = a.M + b * S * W;
     transpose(M, S, W, Mt.data(), transposed_stride(S));

@@ -30,25 +30,103 @@ METALEARN_INLINE void row_axpy(T* y, T a, const T* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-// y[0:n] += Σ_r x[r]·A[r·lda + 0:n]: a row-major (rows, n) block times x, accumulated into y. Every
-// matrix product of the content read is this shape (the memory is used as (S, W) or transposed).
+// y[0:n] += Σ_r x[r]·A[r·lda + 0:n]: a row-major (rows, n) block times x, accumulated into y.
 template <typename T>
 METALEARN_INLINE void gemv_acc(const T* A, int64_t lda, int64_t rows, int64_t n, const T* x, T* y) {
   for (int64_t r = 0; r < rows; ++r) row_axpy(y, x[r], A + r * lda, n);
+}
+
+// Y[h·ldy + 0:n] += Σ_r X[h·xh + r·xr]·A[r·lda + 0:n] for h < nh: a small matrix product (nh, rows)·(rows, n)
+// accumulated into Y, X read with any strides (xh = 1, xr = S reads a transposed (rows, S) matrix). Every
+// product of the content read is this shape, all heads at once, so each row of A is loaded once per head group.
+template <typename T>
+METALEARN_INLINE void gemm_acc(const T* X, int64_t xh, int64_t xr, int64_t nh, const T* A, int64_t lda, int64_t rows,
+                               int64_t n, T* Y, int64_t ldy) {
+  for (int64_t h = 0; h < nh; ++h)
+    for (int64_t r = 0; r < rows; ++r) row_axpy(Y + h * ldy, X[h * xh + r * xr], A + r * lda, n);
 }
 
 #if METALEARN_SIMD
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 using V8 = Vec<8>::f;
-METALEARN_INLINE V8 splat8(float x) { return V8{x, x, x, x, x, x, x, x}; }  // one broadcast, no add
-#pragma GCC diagnostic pop
-#endif
+// x in all 8 lanes: one vbroadcastss. These helpers are compiled for the baseline ISA before being inlined
+// into an AVX2/AVX-512 entry point, and GCC expands the obvious spellings (V8{x, ..., x}, x - V8{}) there
+// as eight scalar inserts; a shuffle of a 4-lane vector survives as a broadcast.
+METALEARN_INLINE V8 splat8(float x) {
+  const Vec<4>::f v{x};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+METALEARN_INLINE V8 splat8_at(const float* p) { return splat8(*p); }
+// Σ of the 8 lanes, in a fixed order.
+METALEARN_INLINE float lane_sum(V8 v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+// float: 8 lanes of partial sums, then the tail.
+METALEARN_INLINE float row_dot(const float* a, const float* b, int64_t n) {
+  V8 acc0{}, acc1{};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 += vload<V8>(a + i) * vload<V8>(b + i);
+    acc1 += vload<V8>(a + i + 8) * vload<V8>(b + i + 8);
+  }
+  if (i + 8 <= n) acc0 += vload<V8>(a + i) * vload<V8>(b + i), i += 8;
+  float s = lane_sum(acc0 + acc1);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// NH outputs × NV vectors of 8 columns in registers, over all rows: each A row is loaded once for NH outputs.
+template <int NH, int NV>
+METALEARN_INLINE void gemm_block(const float* X, int64_t xh, int64_t xr, const float* A, int64_t lda, int64_t rows,
+                                 float* Y, int64_t ldy) {
+  V8 acc[NH][NV];
+  for (int h = 0; h < NH; ++h)
+    for (int v = 0; v < NV; ++v) acc[h][v] = vload<V8>(Y + h * ldy + 8 * v);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* p = A + r * lda;
+    V8 a[NV];
+    for (int v = 0; v < NV; ++v) a[v] = vload<V8>(p + 8 * v);
+    for (int h = 0; h < NH; ++h) {
+      const V8 x = splat8_at(X + h * xh + r * xr);
+      for (int v = 0; v < NV; ++v) acc[h][v] += x * a[v];
+    }
+  }
+  for (int h = 0; h < NH; ++h)
+    for (int v = 0; v < NV; ++v) vstore(Y + h * ldy + 8 * v, acc[h][v]);
+}
+
+template <int NH>
+METALEARN_INLINE void gemm_rows(const float* X, int64_t xh, int64_t xr, const float* A, int64_t lda, int64_t rows,
+                                int64_t n, float* Y, int64_t ldy) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) gemm_block<NH, 2>(X, xh, xr, A + i, lda, rows, Y + i, ldy);
+  if (i + 8 <= n) gemm_block<NH, 1>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 8;
+  for (; i < n; ++i)
+    for (int h = 0; h < NH; ++h) {
+      float acc = Y[h * ldy + i];
+      for (int64_t r = 0; r < rows; ++r) acc += X[h * xh + r * xr] * A[r * lda + i];
+      Y[h * ldy + i] = acc;
+    }
+}
+
+// float: outputs in groups of 4 (8 accumulators of 16 columns: fits AVX2's 16 registers).
+METALEARN_INLINE void gemm_acc(const float* X, int64_t xh, int64_t xr, int64_t nh, const float* A, int64_t lda,
+                               int64_t rows, int64_t n, float* Y, int64_t ldy) {
+  int64_t h = 0;
+  for (; h + 4 <= nh; h += 4) gemm_rows<4>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy);
+  switch (nh - h) {
+    case 3: gemm_rows<3>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy); break;
+    case 2: gemm_rows<2>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy); break;
+    case 1: gemm_rows<1>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy); break;
+    default: break;
+  }
+}
 
 // float: 32 columns at a time in eight 8-lane accumulators (even and odd rows, so consecutive FMAs are
 // independent), y loaded and stored once per block rather than once per row.
 METALEARN_INLINE void gemv_acc(const float* A, int64_t lda, int64_t rows, int64_t n, const float* x, float* y) {
-#if METALEARN_SIMD
   using V = V8;
   const int64_t even = rows & ~int64_t{1};
   int64_t i = 0;
@@ -58,13 +136,13 @@ METALEARN_INLINE void gemv_acc(const float* A, int64_t lda, int64_t rows, int64_
     for (int64_t r = 0; r < even; r += 2) {
       const float* p = A + r * lda + i;
       const float* q = p + lda;
-      const V xp = splat8(x[r]), xq = splat8(x[r + 1]);
+      const V xp = splat8_at(x + r), xq = splat8_at(x + r + 1);
       a0 += xp * vload<V>(p), a1 += xp * vload<V>(p + 8), a2 += xp * vload<V>(p + 16), a3 += xp * vload<V>(p + 24);
       b0 += xq * vload<V>(q), b1 += xq * vload<V>(q + 8), b2 += xq * vload<V>(q + 16), b3 += xq * vload<V>(q + 24);
     }
     if (even < rows) {
       const float* p = A + even * lda + i;
-      const V xp = splat8(x[even]);
+      const V xp = splat8_at(x + even);
       a0 += xp * vload<V>(p), a1 += xp * vload<V>(p + 8), a2 += xp * vload<V>(p + 16), a3 += xp * vload<V>(p + 24);
     }
     vstore(y + i, a0 + b0), vstore(y + i + 8, a1 + b1), vstore(y + i + 16, a2 + b2), vstore(y + i + 24, a3 + b3);
@@ -74,12 +152,12 @@ METALEARN_INLINE void gemv_acc(const float* A, int64_t lda, int64_t rows, int64_
     V a0 = vload<V>(y + i), a1{}, a2{}, a3{};
     for (int64_t r = 0; r < quad; r += 4) {
       const float* p = A + r * lda + i;
-      a0 += splat8(x[r]) * vload<V>(p);
-      a1 += splat8(x[r + 1]) * vload<V>(p + lda);
-      a2 += splat8(x[r + 2]) * vload<V>(p + 2 * lda);
-      a3 += splat8(x[r + 3]) * vload<V>(p + 3 * lda);
+      a0 += splat8_at(x + r) * vload<V>(p);
+      a1 += splat8_at(x + r + 1) * vload<V>(p + lda);
+      a2 += splat8_at(x + r + 2) * vload<V>(p + 2 * lda);
+      a3 += splat8_at(x + r + 3) * vload<V>(p + 3 * lda);
     }
-    for (int64_t r = quad; r < rows; ++r) a0 += splat8(x[r]) * vload<V>(A + r * lda + i);
+    for (int64_t r = quad; r < rows; ++r) a0 += splat8_at(x + r) * vload<V>(A + r * lda + i);
     vstore(y + i, (a0 + a1) + (a2 + a3));
   }
   for (; i < n; ++i) {
@@ -87,10 +165,9 @@ METALEARN_INLINE void gemv_acc(const float* A, int64_t lda, int64_t rows, int64_
     for (int64_t r = 0; r < rows; ++r) acc += x[r] * A[r * lda + i];
     y[i] = acc;
   }
-#else
-  for (int64_t r = 0; r < rows; ++r) row_axpy(y, x[r], A + r * lda, n);
-#endif
 }
+#pragma GCC diagnostic pop
+#endif
 
 // y[0:n] = Σ_r A[r·lda + 0:n]²: the squared norms of the columns of a (rows, n) block.
 template <typename T>
@@ -98,6 +175,44 @@ METALEARN_INLINE void column_sq_norms(const T* A, int64_t lda, int64_t rows, int
   std::fill(y, y + n, T(0));
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < n; ++i) y[i] += A[r * lda + i] * A[r * lda + i];
+}
+
+#if METALEARN_SIMD
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+// float: 32 columns in registers over all rows.
+METALEARN_INLINE void column_sq_norms(const float* A, int64_t lda, int64_t rows, int64_t n, float* y) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    V8 a0{}, a1{}, a2{}, a3{};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* p = A + r * lda + i;
+      const V8 x0 = vload<V8>(p), x1 = vload<V8>(p + 8), x2 = vload<V8>(p + 16), x3 = vload<V8>(p + 24);
+      a0 += x0 * x0, a1 += x1 * x1, a2 += x2 * x2, a3 += x3 * x3;
+    }
+    vstore(y + i, a0), vstore(y + i + 8, a1), vstore(y + i + 16, a2), vstore(y + i + 24, a3);
+  }
+  for (; i + 8 <= n; i += 8) {
+    V8 a0{};
+    for (int64_t r = 0; r < rows; ++r) {
+      const V8 x = vload<V8>(A + r * lda + i);
+      a0 += x * x;
+    }
+    vstore(y + i, a0);
+  }
+  for (; i < n; ++i) {
+    float acc = 0;
+    for (int64_t r = 0; r < rows; ++r) acc += A[r * lda + i] * A[r * lda + i];
+    y[i] = acc;
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
+// x[0:n] = (x + eps)^-1/2 in place.
+template <typename T>
+METALEARN_INLINE void inverse_norms(T* x, int64_t n, T eps) {
+  for (int64_t i = 0; i < n; ++i) x[i] = T(1) / std::sqrt(x[i] + eps);
 }
 
 // Row z (n entries) -> softmax(z), in place.
@@ -198,6 +313,51 @@ METALEARN_INLINE void transpose(const float* src, int64_t R, int64_t C, float* d
 // The memory is used both as M (S,W) and transposed, Mt (W,S), so that every product is a gemv_acc over
 // contiguous rows: cosines and their gradients run along S, reads and the keys' gradients along W.
 
+// Softmax backward of one head, and what its cosines pass on. In: w (S) the weights, g (S) dL/dw.
+// Out: g = scale·dz with dz = w ⊙ (g − Σ w g) (dL/dcos, as z = scale·cos); self (S) += g ⊙ cos;
+// returns Σ dz ⊙ cos = dL/dscale.
+template <typename T>
+METALEARN_INLINE T softmax_cos_backward(const T* w, T* g, const T* cos, T scale, int64_t S, T* self) {
+  const T dot = row_dot(w, g, S);
+  T gb = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    const T dz = w[s] * (g[s] - dot);
+    gb += dz * cos[s];
+    g[s] = dz * scale;
+    self[s] += g[s] * cos[s];
+  }
+  return gb;
+}
+
+#if METALEARN_SIMD
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+METALEARN_INLINE float softmax_cos_backward(const float* w, float* g, const float* cos, float scale, int64_t S,
+                                            float* self) {
+  const float dot = row_dot(w, g, S);
+  const V8 vdot = splat8(dot), vscale = splat8(scale);
+  V8 acc{};
+  int64_t s = 0;
+  for (; s + 8 <= S; s += 8) {
+    const V8 c = vload<V8>(cos + s);
+    const V8 dz = vload<V8>(w + s) * (vload<V8>(g + s) - vdot);
+    acc += dz * c;
+    const V8 gs = dz * vscale;
+    vstore(g + s, gs);
+    vstore(self + s, vload<V8>(self + s) + gs * c);
+  }
+  float gb = lane_sum(acc);
+  for (; s < S; ++s) {
+    const float dz = w[s] * (g[s] - dot);
+    gb += dz * cos[s];
+    g[s] = dz * scale;
+    self[s] += g[s] * cos[s];
+  }
+  return gb;
+}
+#pragma GCC diagnostic pop
+#endif
+
 // One batch element: memory M (S,W) and Mt = Mᵀ (row stride transposed_stride(S)), keys K (H,W), beta (H)
 // or nullptr (1).
 //   cos (H,S) = K·Mᵀ / norms; weights (H,S) = softmax_S(beta·cos); reads (H,W) = weights·M.
@@ -207,28 +367,27 @@ METALEARN_INLINE void content_read_one(const T* M, const T* Mt, const T* K, cons
                                        int64_t W, T eps, T* weights, T* reads, T* minv, T* kinv, T* cos) {
   const int64_t ldt = transposed_stride(S);
   column_sq_norms(Mt, ldt, W, S, minv);
-  for (int64_t s = 0; s < S; ++s) minv[s] = T(1) / std::sqrt(minv[s] + eps);
+  inverse_norms(minv, S, eps);
+  std::fill(cos, cos + H * S, T(0));
+  gemm_acc(K, W, 1, H, Mt, ldt, W, S, cos, S);  // all heads in one pass over Mt
   for (int64_t h = 0; h < H; ++h) {
     const T* k = K + h * W;
     kinv[h] = T(1) / std::sqrt(row_dot(k, k, W) + eps);
     T* c = cos + h * S;
-    std::fill(c, c + S, T(0));
-    gemv_acc(Mt, ldt, W, S, k, c);
-    const T scale = beta ? beta[h] : T(1);
+    const T scale = beta ? beta[h] : T(1), ki = kinv[h];
     T* z = weights + h * S;
     for (int64_t s = 0; s < S; ++s) {
-      c[s] *= kinv[h] * minv[s];
+      c[s] *= ki * minv[s];
       z[s] = scale * c[s];
     }
     softmax_row(z, S);
-    T* r = reads + h * W;
-    std::fill(r, r + W, T(0));
-    gemv_acc(M, W, S, W, z, r);
   }
+  std::fill(reads, reads + H * W, T(0));
+  gemm_acc(weights, S, 1, H, M, W, S, W, reads, W);  // all heads in one pass over M
 }
 
-// Scratch of content_read_backward_one: (2·S + 3·H + 3·H·S) entries.
-inline int64_t content_read_scratch(int64_t S, int64_t H) { return 2 * S + 3 * H + 3 * H * S; }
+// Scratch of content_read_backward_one: (2·S + 2·H + 3·H·S + 2·H·W) entries.
+inline int64_t content_read_scratch(int64_t S, int64_t H, int64_t W) { return 2 * S + 2 * H + 3 * H * S + 2 * H * W; }
 
 // Gradients of one batch element's content read, recomputed from M, Mt, K, beta (as in content_read_one)
 // for upstream gW (H,S) on the weights and gR (H,W) on the reads:
@@ -241,49 +400,33 @@ METALEARN_INLINE void content_read_backward_one(const T* M, const T* Mt, const T
   T* minv = scratch;
   T* self = minv + S;    // (S) Σ_h dL/dcos·cos per slot
   T* kinv = self + S;    // (H)
-  T* xa = kinv + H;      // (H) a column of w, gathered
-  T* xb = xa + H;        // (H) a column of gc, gathered
-  T* w = xb + H;         // (H,S) weights
-  T* cos = w + H * S;    // (H,S) cosines
-  T* gc = cos + H * S;   // (H,S) upstream of the weights, then kinv·minv·dL/dcos
+  T* ks = kinv + H;      // (H) Σ_s dL/dcos·cos per head
+  T* w = ks + H;         // (H,S) weights
+  T* gc = w + H * S;     // (H,S) upstream of the weights, then kinv·minv·dL/dcos: [w; gc] is (2H, S)
+  T* cos = gc + H * S;   // (H,S) cosines
+  T* rk = cos + H * S;   // (2H,W) [gR; K]
   const int64_t ldt = transposed_stride(S);
   content_read_one(M, Mt, K, beta, S, H, W, eps, w, gK, minv, kinv, cos);  // gK: the reads, overwritten below
+  std::copy(gW, gW + H * S, gc);
+  gemm_acc(gR, W, 1, H, Mt, ldt, W, S, gc, S);  // reads = w·M: dL/dw += gR·Mᵀ
   std::fill(self, self + S, T(0));
   for (int64_t h = 0; h < H; ++h) {
-    const T* ws = w + h * S;
     T* g = gc + h * S;
-    std::copy(gW + h * S, gW + (h + 1) * S, g);
-    gemv_acc(Mt, ldt, W, S, gR + h * W, g);  // reads = w·M: dL/dw += gR·Mᵀ
-    // softmax: dz = w ⊙ (g − Σ w g); z = beta·cos.
-    const T dot = row_dot(ws, g, S);
-    const T scale = beta ? beta[h] : T(1);
-    T gb = 0;
-    for (int64_t s = 0; s < S; ++s) {
-      const T dz = ws[s] * (g[s] - dot);
-      gb += dz * cos[h * S + s];
-      g[s] = dz * scale;  // dL/dcos
-      self[s] += g[s] * cos[h * S + s];
-    }
+    const T gb = softmax_cos_backward(w + h * S, g, cos + h * S, beta ? beta[h] : T(1), S, self);
     if (gbeta) gbeta[h] = gb;
+    // cos = (k·m)·kinv·minv:  dcos/dm = kinv·minv·k − cos·minv²·m,  dcos/dk = kinv·minv·m − cos·kinv²·k.
+    ks[h] = row_dot(g, cos + h * S, S);
+    const T ki = kinv[h];
+    for (int64_t s = 0; s < S; ++s) g[s] *= ki * minv[s];
   }
-  // cos = (k·m)·kinv·minv:  dcos/dm = kinv·minv·k − cos·minv²·m,  dcos/dk = kinv·minv·m − cos·kinv²·k.
-  for (int64_t h = 0; h < H; ++h) {
-    T* g = gc + h * S;
-    const T ks = row_dot(g, cos + h * S, S);  // Σ_s dL/dcos·cos
-    for (int64_t s = 0; s < S; ++s) g[s] *= kinv[h] * minv[s];
-    const T* k = K + h * W;
-    T* gk = gK + h * W;
-    std::fill(gk, gk + W, T(0));
-    gemv_acc(M, W, S, W, g, gk);
-    row_axpy(gk, -ks * kinv[h] * kinv[h], k, W);
-  }
-  for (int64_t s = 0; s < S; ++s) {
-    for (int64_t h = 0; h < H; ++h) xa[h] = w[h * S + s], xb[h] = gc[h * S + s];
-    T* gm = gM + s * W;
-    gemv_acc(gR, W, H, W, xa, gm);  // reads = w·M
-    gemv_acc(K, W, H, W, xb, gm);
-    row_axpy(gm, -self[s] * minv[s] * minv[s], M + s * W, W);
-  }
+  std::fill(gK, gK + H * W, T(0));
+  gemm_acc(gc, S, 1, H, M, W, S, W, gK, W);
+  for (int64_t h = 0; h < H; ++h) row_axpy(gK + h * W, -ks[h] * kinv[h] * kinv[h], K + h * W, W);
+  // gM += wᵀ·gR + gcᵀ·K (reads = w·M, and the keys' side of the cosines): one (S, 2H)·(2H, W) product.
+  std::copy(gR, gR + H * W, rk);
+  std::copy(K, K + H * W, rk + H * W);
+  gemm_acc(w, 1, S, S, rk, W, 2 * H, W, gM, W);
+  for (int64_t s = 0; s < S; ++s) row_axpy(gM + s * W, -self[s] * minv[s] * minv[s], M + s * W, W);
 }
 
 }  // namespace metalearn_ext::cpu

@@ -55,24 +55,17 @@ METALEARN_INLINE void least_used(const T* u, int64_t S, int64_t H, int64_t* slot
 }
 
 // Mn (S,W) = M with row slots[0] zeroed + Σ_h ww[h] ⊗ add[h], ww (H,S) = alpha·rw + (1−alpha)·one_hot(slots);
-// Mt (W,S) = Mnᵀ. x (H) is scratch.
+// Mt (W,S) = Mnᵀ.
 template <typename T>
 METALEARN_INLINE void write_memory(const T* M, const T* rw, const T* add, const T* alpha, const int64_t* slots,
-                                   int64_t S, int64_t H, int64_t W, T* ww, T* Mn, T* Mt, T* x) {
+                                   int64_t S, int64_t H, int64_t W, T* ww, T* Mn, T* Mt) {
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t s = 0; s < S; ++s) ww[h * S + s] = alpha[h] * rw[h * S + s];
     ww[h * S + slots[h]] += T(1) - alpha[h];
   }
-  for (int64_t s = 0; s < S; ++s) {
-    T* m = Mn + s * W;
-    if (s == slots[0]) {
-      std::fill(m, m + W, T(0));
-    } else {
-      std::copy(M + s * W, M + (s + 1) * W, m);
-    }
-    for (int64_t h = 0; h < H; ++h) x[h] = ww[h * S + s];
-    gemv_acc(add, W, H, W, x, m);
-  }
+  std::copy(M, M + S * W, Mn);
+  std::fill(Mn + slots[0] * W, Mn + (slots[0] + 1) * W, T(0));
+  gemm_acc(ww, 1, S, S, add, W, H, W, Mn, W);  // Mn (S,W) += wwᵀ (S,H) · add (H,W)
   transpose(Mn, S, W, Mt, transposed_stride(S));
 }
 
@@ -88,7 +81,7 @@ METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
     T* ww = a.ww + b * H * S;
     T* Mn = a.M_out + b * S * W;
     write_memory(a.M + b * S * W, a.rw + b * H * S, a.add + b * H * W, a.alpha + b * H, slots.data(), S, H, W, ww,
-                 Mn, Mt.data(), scratch.data());
+                 Mn, Mt.data());
     T* rw = a.rw_out + b * H * S;
     content_read_one<T>(Mn, Mt.data(), a.K + b * H * W, nullptr, S, H, W, T(metalearn_ext::kCosEps), rw,
                         a.reads + b * H * W, scratch.data(), scratch.data() + S, scratch.data() + S + 2 * H);
@@ -102,7 +95,7 @@ METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
 template <typename T>
 METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
-  std::vector<T> scratch(content_read_scratch(S, H));
+  std::vector<T> scratch(content_read_scratch(S, H, W));
   std::vector<T> Mn(S * W), Mt(W * transposed_stride(S)), gMt(W * transposed_stride(S)), ww(H * S), gw(H * S);
   std::vector<int64_t> slots(H);
   std::vector<char> taken(S);
@@ -110,8 +103,7 @@ METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
     const T *rw = a.rw + b * H * S, *add = a.add + b * H * W, *alpha = a.alpha + b * H;
     const T* gu_out = a.gu_out + b * S;
     least_used(a.u + b * S, S, H, slots.data(), taken.data());
-    write_memory(a.M + b * S * W, rw, add, alpha, slots.data(), S, H, W, ww.data(), Mn.data(), Mt.data(),
-                 scratch.data());
+    write_memory(a.M + b * S * W, rw, add, alpha, slots.data(), S, H, W, ww.data(), Mn.data(), Mt.data());
     // usage' = gamma·usage + Σ_h rw' + Σ_h ww: gu_out reaches rw' and ww of every head.
     const T* grw_out = a.grw_out + b * H * S;
     for (int64_t h = 0; h < H; ++h)
@@ -125,13 +117,15 @@ METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
     transpose(gM, S, W, gMt.data(), transposed_stride(S));
     const T* gww_out = a.gww + b * H * S;
     T* grw = a.grw + b * H * S;
+    // the total upstream of ww (H,S): gww_out + gu_out + add·gMᵀ
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t s = 0; s < S; ++s) gw[h * S + s] = gww_out[h * S + s] + gu_out[s];
+    gemm_acc(add, W, 1, H, gMt.data(), transposed_stride(S), W, S, gw.data(), S);
+    T* gadd = a.gadd + b * H * W;
+    std::fill(gadd, gadd + H * W, T(0));
+    gemm_acc(ww.data(), S, 1, H, gM, W, S, W, gadd, W);  // gadd (H,W) = ww (H,S) · gM (S,W)
     for (int64_t h = 0; h < H; ++h) {
-      T* g = gw.data() + h * S;  // the total upstream of ww[h]
-      for (int64_t s = 0; s < S; ++s) g[s] = gww_out[h * S + s] + gu_out[s];
-      gemv_acc(gMt.data(), transposed_stride(S), W, S, add + h * W, g);
-      T* gadd = a.gadd + (b * H + h) * W;
-      std::fill(gadd, gadd + W, T(0));
-      gemv_acc(gM, W, S, W, ww.data() + h * S, gadd);
+      const T* g = gw.data() + h * S;
       T ga = 0;
       for (int64_t s = 0; s < S; ++s) {
         grw[h * S + s] = alpha[h] * g[s];

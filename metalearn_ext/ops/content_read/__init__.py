@@ -1,9 +1,13 @@
 """`content_read`: cosine content addressing of a memory and the weighted read (specs/memory_np.md §1)."""
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 from torch import Tensor
 
+from metalearn_ext import _backends
 from metalearn_ext.ops import registry
 from metalearn_ext.ops.choice import choose_backend
 from metalearn_ext.ops.content_read.reference import (
@@ -41,6 +45,28 @@ SPEC = registry.register(OpSpec(
 ))
 
 
+@torch.compiler.assume_constant_result
+@functools.cache
+def _cpp_available() -> bool:
+    return _backends.available("cpp", "content_read")
+
+
+_CPP_DTYPES = (torch.float32, torch.float64)
+
+
+def _straight_to_cpp(memory, keys, beta, backend: str | None) -> bool:
+    """Whether a call is for the C++ kernel with nothing for Python to decide: the fast path of MANN's step,
+    where check_args and choose_backend cost as much as the kernel. The C++ op checks the arguments with
+    check_args' messages (csrc/content_read.cpp), so bad input still gets them; what it cannot see (a
+    non-tensor, a tensor on another device, which would dispatch elsewhere) goes the long way."""
+    if backend != "cpp" and (backend or os.environ.get("METALEARN_BACKEND")):
+        return False
+    return (isinstance(memory, Tensor) and isinstance(keys, Tensor) and memory.device.type == "cpu"
+            and keys.device.type == "cpu" and memory.dtype in _CPP_DTYPES
+            and (beta is None or (isinstance(beta, Tensor) and beta.device.type == "cpu"))
+            and _cpp_available())
+
+
 def content_read(memory: Tensor, keys: Tensor, beta: Tensor | None = None,
                  backend: str | None = None) -> tuple[Tensor, Tensor]:
     """Reads a memory by content.
@@ -55,6 +81,8 @@ def content_read(memory: Tensor, keys: Tensor, beta: Tensor | None = None,
         weights (B, H, S) = softmax over S of beta·cos(keys[h], memory[s]), where a zero row or key has
         cosine 0 (never NaN); reads (B, H, W) = weights · memory. Differentiable w.r.t. every tensor input.
     """
+    if _straight_to_cpp(memory, keys, beta, backend):
+        return tuple(torch.ops.metalearn_ext.content_read(memory, keys, beta))
     check_args(memory, keys, beta)
     name = choose_backend("content_read", backend, memory, keys, beta)
     if name == "reference":
