@@ -215,6 +215,42 @@ METALEARN_INLINE void inverse_norms(T* x, int64_t n, T eps) {
   for (int64_t i = 0; i < n; ++i) x[i] = T(1) / std::sqrt(x[i] + eps);
 }
 
+#if METALEARN_SIMD
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+// float: 8 lanes at once. std::sqrt must keep errno, so GCC never vectorizes it, and a vector sqrt is not
+// portable vector-extension code: a bit-level first guess of x^-1/2 (relative error ≤ 3.5%) and Newton
+// steps y ← y·(3/2 − (x/2)·y²), each squaring the relative error (3.5e-2, 1.8e-3, 5e-6, then float
+// rounding: a few ulp). x ≥ eps > 0 is a positive normal float; +inf and NaN come out NaN, as their
+// cosines would anyway. double keeps the exact 1/std::sqrt above (gradcheck).
+METALEARN_INLINE void inverse_norms(float* x, int64_t n, float eps) {
+  using U = Vec<8>::u;
+  constexpr int kNewtonSteps = 3;
+  const U magic = (U{} + 0x5f3759dfu);
+  const V8 half = splat8(0.5f), three_halves = splat8(1.5f), veps = splat8(eps);
+  int64_t i = 0;
+  auto one = [&](V8 v) {
+    v += veps;
+    V8 y;
+    U bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    bits = magic - (bits >> 1);
+    std::memcpy(&y, &bits, sizeof y);
+    const V8 hv = half * v;
+    for (int k = 0; k < kNewtonSteps; ++k) y = y * (three_halves - hv * y * y);
+    return y;
+  };
+  for (; i + 8 <= n; i += 8) vstore(x + i, one(vload<V8>(x + i)));
+  if (i < n) {  // the tail through one padded vector, so every entry gets the same arithmetic
+    float pad[8];
+    for (int l = 0; l < 8; ++l) pad[l] = i + l < n ? x[i + l] : 1.0f;
+    const V8 y = one(vload<V8>(pad));
+    for (int l = 0; i + l < n; ++l) x[i + l] = y[l];
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
 // Row z (n entries) -> softmax(z), in place.
 METALEARN_INLINE void softmax_row(double* z, int64_t n) {
   double m = -std::numeric_limits<double>::infinity(), sum = 0;
