@@ -40,6 +40,8 @@ def load_extension() -> tuple[bool, str]:
             continue
         if spec.register_compiled is not None:
             spec.register_compiled()
+        elif spec.cpp_autograd:
+            autograd.register_double_backward(spec.qualname, f"{spec.qualname}_backward", spec.fake, spec.reference)
         else:
             autograd.register(spec.qualname, f"{spec.qualname}_backward", spec.fake, spec.reference)
     return True, "built"

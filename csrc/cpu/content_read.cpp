@@ -1,8 +1,8 @@
 // CPU kernels of metalearn_ext::content_read (specs/memory_np.md §1) behind csrc/content_read.h.
 //
-// One call per batch element b, all H heads (cpu/content_read_core.h): the memory (S, W) is also
-// transposed into a per-thread buffer, then norms, cosines, softmax and the weighted read run fused on
-// it while it sits in L1/L2. at::parallel_for splits the batch into contiguous ranges; each b is independent, so results
+// One call per batch element b, all H heads (cpu/content_read_core.h): norms, cosines (straight from the
+// memory's rows, no transposed copy), softmax and the weighted read run fused while the memory (S, W)
+// sits in L1/L2. at::parallel_for splits the batch into contiguous ranges; each b is independent, so results
 // do not depend on the thread count. float runs builds for AVX-512 / AVX2+FMA / the baseline, picked
 // at run time (cpu/isa_dispatch.h); double runs the baseline build.
 #include <ATen/ATen.h>
@@ -30,10 +30,9 @@ struct Args {
 template <typename T>
 METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
-  std::vector<T> Mt(W * transposed_stride(S)), scratch(S + H + H * S);
+  std::vector<T> scratch(S + H + H * S);
   for (int64_t b = b0; b < b1; ++b) {
-    transpose(a.M + b * S * W, S, W, Mt.data(), transposed_stride(S));
-    content_read_one<T>(a.M + b * S * W, Mt.data(), a.K + b * H * W, a.beta ? a.beta + b * H : nullptr, S, H, W,
+    content_read_one<T>(a.M + b * S * W, nullptr, a.K + b * H * W, a.beta ? a.beta + b * H : nullptr, S, H, W,
                         T(metalearn_ext::kCosEps), a.weights + b * H * S, a.reads + b * H * W, scratch.data(),
                         scratch.data() + S, scratch.data() + S + H);
   }
@@ -42,13 +41,12 @@ METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
 template <typename T>
 METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
-  std::vector<T> Mt(W * transposed_stride(S)), scratch(content_read_scratch(S, H, W));
+  std::vector<T> scratch(content_read_scratch(S, H, W));
   for (int64_t b = b0; b < b1; ++b) {
     const T* M = a.M + b * S * W;
-    transpose(M, S, W, Mt.data(), transposed_stride(S));
     T* gM = a.gM + b * S * W;
     std::fill(gM, gM + S * W, T(0));
-    content_read_backward_one<T>(M, Mt.data(), a.K + b * H * W, a.beta ? a.beta + b * H : nullptr, a.gW + b * H * S,
+    content_read_backward_one<T>(M, nullptr, a.K + b * H * W, a.beta ? a.beta + b * H : nullptr, a.gW + b * H * S,
                                  a.gR + b * H * W, S, H, W, T(metalearn_ext::kCosEps), gM, a.gK + b * H * W,
                                  a.gbeta ? a.gbeta + b * H : nullptr, scratch.data());
   }

@@ -209,11 +209,113 @@ METALEARN_INLINE void column_sq_norms(const float* A, int64_t lda, int64_t rows,
 #pragma GCC diagnostic pop
 #endif
 
+// Y[h·S + s] += Σ_w X[h·W + w]·M[s·W + w] for h < nh, s < S: X (nh,W)·Mᵀ straight from M's (S,W) rows, no
+// transposed copy; X = nullptr: Y[s] = |M[s]|² (the squared norms of the rows, overwritten).
+template <typename T>
+METALEARN_INLINE void rows_dot(const T* X, int64_t nh, const T* M, int64_t S, int64_t W, T* Y) {
+  if (!X) {
+    for (int64_t s = 0; s < S; ++s) Y[s] = row_dot(M + s * W, M + s * W, W);
+    return;
+  }
+  for (int64_t h = 0; h < nh; ++h)
+    for (int64_t s = 0; s < S; ++s) Y[h * S + s] += row_dot(X + h * W, M + s * W, W);
+}
+
+#if METALEARN_SIMD
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+// The 8 lane sums of v[0..7] as one vector, lane i = Σ v[i] (three levels of pairwise adds, a fixed order).
+METALEARN_INLINE V8 lane_sums8(const V8* v) {
+  V8 t[4], u[2];
+  for (int i = 0; i < 4; ++i)
+    t[i] = __builtin_shufflevector(v[2 * i], v[2 * i + 1], 0, 2, 8, 10, 4, 6, 12, 14) +
+           __builtin_shufflevector(v[2 * i], v[2 * i + 1], 1, 3, 9, 11, 5, 7, 13, 15);
+  for (int i = 0; i < 2; ++i)
+    u[i] = __builtin_shufflevector(t[2 * i], t[2 * i + 1], 0, 2, 8, 10, 4, 6, 12, 14) +
+           __builtin_shufflevector(t[2 * i], t[2 * i + 1], 1, 3, 9, 11, 5, 7, 13, 15);
+  return __builtin_shufflevector(u[0], u[1], 0, 1, 2, 3, 8, 9, 10, 11) +
+         __builtin_shufflevector(u[0], u[1], 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+// float: 8 slots at a time, one 8-lane partial sum per slot over W, then lane_sums8 (fewer shuffles than
+// an 8×8 transpose of the memory, and no copy to store and reload).
+template <bool kSquares>
+METALEARN_INLINE void rows_dot_block(const float* x, const float* M, int64_t W, float* y) {
+  const int64_t W8 = W & ~int64_t{7};
+  V8 acc[8] = {};
+  for (int64_t c = 0; c < W8; c += 8) {
+    const V8 k = kSquares ? V8{} : vload<V8>(x + c);
+    for (int i = 0; i < 8; ++i) {
+      const V8 m = vload<V8>(M + i * W + c);
+      acc[i] += (kSquares ? m : k) * m;
+    }
+  }
+  V8 r = lane_sums8(acc);
+  for (int64_t c = W8; c < W; ++c)
+    for (int i = 0; i < 8; ++i) r[i] += (kSquares ? M[i * W + c] : x[c]) * M[i * W + c];
+  if (kSquares) {
+    vstore(y, r);
+  } else {
+    vstore(y, vload<V8>(y) + r);
+  }
+}
+
+METALEARN_INLINE void rows_dot(const float* X, int64_t nh, const float* M, int64_t S, int64_t W, float* Y) {
+  const int64_t S8 = S & ~int64_t{7};
+  if (!X) {
+    for (int64_t s = 0; s < S8; s += 8) rows_dot_block<true>(nullptr, M + s * W, W, Y + s);
+    for (int64_t s = S8; s < S; ++s) Y[s] = row_dot(M + s * W, M + s * W, W);
+    return;
+  }
+  for (int64_t h = 0; h < nh; ++h) {
+    for (int64_t s = 0; s < S8; s += 8) rows_dot_block<false>(X + h * W, M + s * W, W, Y + h * S + s);
+    for (int64_t s = S8; s < S; ++s) Y[h * S + s] += row_dot(X + h * W, M + s * W, W);
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
 // x[0:n] = (x + eps)^-1/2 in place.
 template <typename T>
 METALEARN_INLINE void inverse_norms(T* x, int64_t n, T eps) {
   for (int64_t i = 0; i < n; ++i) x[i] = T(1) / std::sqrt(x[i] + eps);
 }
+
+#if METALEARN_SIMD
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+// float: 8 lanes at once. std::sqrt must keep errno, so GCC never vectorizes it, and a vector sqrt is not
+// portable vector-extension code: a bit-level first guess of x^-1/2 (relative error ≤ 3.5%) and Newton
+// steps y ← y·(3/2 − (x/2)·y²), each squaring the relative error (3.5e-2, 1.8e-3, 5e-6, then float
+// rounding: a few ulp). x ≥ eps > 0 is a positive normal float; +inf and NaN come out NaN, as their
+// cosines would anyway. double keeps the exact 1/std::sqrt above (gradcheck).
+METALEARN_INLINE void inverse_norms(float* x, int64_t n, float eps) {
+  using U = Vec<8>::u;
+  constexpr int kNewtonSteps = 3;
+  const U magic = (U{} + 0x5f3759dfu);
+  const V8 half = splat8(0.5f), three_halves = splat8(1.5f), veps = splat8(eps);
+  int64_t i = 0;
+  auto one = [&](V8 v) {
+    v += veps;
+    V8 y;
+    U bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    bits = magic - (bits >> 1);
+    std::memcpy(&y, &bits, sizeof y);
+    const V8 hv = half * v;
+    for (int k = 0; k < kNewtonSteps; ++k) y = y * (three_halves - hv * y * y);
+    return y;
+  };
+  for (; i + 8 <= n; i += 8) vstore(x + i, one(vload<V8>(x + i)));
+  if (i < n) {  // the tail through one padded vector, so every entry gets the same arithmetic
+    float pad[8];
+    for (int l = 0; l < 8; ++l) pad[l] = i + l < n ? x[i + l] : 1.0f;
+    const V8 y = one(vload<V8>(pad));
+    for (int l = 0; i + l < n; ++l) x[i + l] = y[l];
+  }
+}
+#pragma GCC diagnostic pop
+#endif
 
 // Row z (n entries) -> softmax(z), in place.
 METALEARN_INLINE void softmax_row(double* z, int64_t n) {
@@ -358,18 +460,23 @@ METALEARN_INLINE float softmax_cos_backward(const float* w, float* g, const floa
 #pragma GCC diagnostic pop
 #endif
 
-// One batch element: memory M (S,W) and Mt = Mᵀ (row stride transposed_stride(S)), keys K (H,W), beta (H)
-// or nullptr (1).
+// One batch element: memory M (S,W) and Mt = Mᵀ (row stride transposed_stride(S)) or nullptr (then the
+// products with Mᵀ run from M's rows, rows_dot), keys K (H,W), beta (H) or nullptr (1).
 //   cos (H,S) = K·Mᵀ / norms; weights (H,S) = softmax_S(beta·cos); reads (H,W) = weights·M.
 // minv (S) and kinv (H) receive the inverse norms (|x|² + eps)^-1/2, cos (H,S) the cosines.
 template <typename T>
 METALEARN_INLINE void content_read_one(const T* M, const T* Mt, const T* K, const T* beta, int64_t S, int64_t H,
                                        int64_t W, T eps, T* weights, T* reads, T* minv, T* kinv, T* cos) {
   const int64_t ldt = transposed_stride(S);
-  column_sq_norms(Mt, ldt, W, S, minv);
-  inverse_norms(minv, S, eps);
   std::fill(cos, cos + H * S, T(0));
-  gemm_acc(K, W, 1, H, Mt, ldt, W, S, cos, S);  // all heads in one pass over Mt
+  if (Mt) {
+    column_sq_norms(Mt, ldt, W, S, minv);
+    gemm_acc(K, W, 1, H, Mt, ldt, W, S, cos, S);  // all heads in one pass over Mt
+  } else {
+    rows_dot(static_cast<const T*>(nullptr), 0, M, S, W, minv);
+    rows_dot(K, H, M, S, W, cos);
+  }
+  inverse_norms(minv, S, eps);
   for (int64_t h = 0; h < H; ++h) {
     const T* k = K + h * W;
     kinv[h] = T(1) / std::sqrt(row_dot(k, k, W) + eps);
@@ -408,7 +515,11 @@ METALEARN_INLINE void content_read_backward_one(const T* M, const T* Mt, const T
   const int64_t ldt = transposed_stride(S);
   content_read_one(M, Mt, K, beta, S, H, W, eps, w, gK, minv, kinv, cos);  // gK: the reads, overwritten below
   std::copy(gW, gW + H * S, gc);
-  gemm_acc(gR, W, 1, H, Mt, ldt, W, S, gc, S);  // reads = w·M: dL/dw += gR·Mᵀ
+  if (Mt) {
+    gemm_acc(gR, W, 1, H, Mt, ldt, W, S, gc, S);  // reads = w·M: dL/dw += gR·Mᵀ
+  } else {
+    rows_dot(gR, H, M, S, W, gc);
+  }
   std::fill(self, self + S, T(0));
   for (int64_t h = 0; h < H; ++h) {
     T* g = gc + h * S;

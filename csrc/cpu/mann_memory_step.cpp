@@ -3,7 +3,7 @@
 // One call per batch element b fuses the whole LRUA step: the H least-used slots (a partial selection,
 // O(H·S), with the stable sort's tie rule: equal usage, lower index first), the zeroing of the least-used
 // row, the write Σ_h w^w[h] ⊗ add[h], the content read of the new memory (cpu/content_read_core.h) and
-// the usage update, all on the memory transposed (W, S) in a per-thread buffer (cpu/content_read_core.h).
+// the usage update; the products with the memory's transpose run straight from its rows (rows_dot), no copy.
 // The backward recomputes the new memory from the inputs and runs the content read's backward on it. at::parallel_for splits the batch into contiguous ranges.
 // float runs builds for AVX-512 / AVX2+FMA / the baseline, picked at run time; double the baseline.
 #include <ATen/ATen.h>
@@ -55,10 +55,10 @@ METALEARN_INLINE void least_used(const T* u, int64_t S, int64_t H, int64_t* slot
 }
 
 // Mn (S,W) = M with row slots[0] zeroed + Σ_h ww[h] ⊗ add[h], ww (H,S) = alpha·rw + (1−alpha)·one_hot(slots);
-// Mt (W,S) = Mnᵀ.
+// (The content read then runs from Mn's rows: no transposed copy, cpu/content_read_core.h rows_dot.)
 template <typename T>
 METALEARN_INLINE void write_memory(const T* M, const T* rw, const T* add, const T* alpha, const int64_t* slots,
-                                   int64_t S, int64_t H, int64_t W, T* ww, T* Mn, T* Mt) {
+                                   int64_t S, int64_t H, int64_t W, T* ww, T* Mn) {
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t s = 0; s < S; ++s) ww[h * S + s] = alpha[h] * rw[h * S + s];
     ww[h * S + slots[h]] += T(1) - alpha[h];
@@ -66,13 +66,12 @@ METALEARN_INLINE void write_memory(const T* M, const T* rw, const T* add, const 
   std::copy(M, M + S * W, Mn);
   std::fill(Mn + slots[0] * W, Mn + (slots[0] + 1) * W, T(0));
   gemm_acc(ww, 1, S, S, add, W, H, W, Mn, W);  // Mn (S,W) += wwᵀ (S,H) · add (H,W)
-  transpose(Mn, S, W, Mt, transposed_stride(S));
 }
 
 template <typename T>
 METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
-  std::vector<T> Mt(W * transposed_stride(S)), scratch(S + 2 * H + H * S);
+  std::vector<T> scratch(S + 2 * H + H * S);
   std::vector<int64_t> slots(H);
   std::vector<char> taken(S);
   for (int64_t b = b0; b < b1; ++b) {
@@ -81,9 +80,9 @@ METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
     T* ww = a.ww + b * H * S;
     T* Mn = a.M_out + b * S * W;
     write_memory(a.M + b * S * W, a.rw + b * H * S, a.add + b * H * W, a.alpha + b * H, slots.data(), S, H, W, ww,
-                 Mn, Mt.data());
+                 Mn);
     T* rw = a.rw_out + b * H * S;
-    content_read_one<T>(Mn, Mt.data(), a.K + b * H * W, nullptr, S, H, W, T(metalearn_ext::kCosEps), rw,
+    content_read_one<T>(Mn, nullptr, a.K + b * H * W, nullptr, S, H, W, T(metalearn_ext::kCosEps), rw,
                         a.reads + b * H * W, scratch.data(), scratch.data() + S, scratch.data() + S + 2 * H);
     T* un = a.u_out + b * S;
     for (int64_t s = 0; s < S; ++s) un[s] = a.gamma * u[s];
@@ -96,14 +95,14 @@ template <typename T>
 METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
   std::vector<T> scratch(content_read_scratch(S, H, W));
-  std::vector<T> Mn(S * W), Mt(W * transposed_stride(S)), gMt(W * transposed_stride(S)), ww(H * S), gw(H * S);
+  std::vector<T> Mn(S * W), ww(H * S), gw(H * S);
   std::vector<int64_t> slots(H);
   std::vector<char> taken(S);
   for (int64_t b = b0; b < b1; ++b) {
     const T *rw = a.rw + b * H * S, *add = a.add + b * H * W, *alpha = a.alpha + b * H;
     const T* gu_out = a.gu_out + b * S;
     least_used(a.u + b * S, S, H, slots.data(), taken.data());
-    write_memory(a.M + b * S * W, rw, add, alpha, slots.data(), S, H, W, ww.data(), Mn.data(), Mt.data());
+    write_memory(a.M + b * S * W, rw, add, alpha, slots.data(), S, H, W, ww.data(), Mn.data());
     // usage' = gamma·usage + Σ_h rw' + Σ_h ww: gu_out reaches rw' and ww of every head.
     const T* grw_out = a.grw_out + b * H * S;
     for (int64_t h = 0; h < H; ++h)
@@ -111,16 +110,15 @@ METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
     // gM collects the whole gradient of memory' (upstream + content read), then is masked below.
     T* gM = a.gM + b * S * W;
     std::copy(a.gM_out + b * S * W, a.gM_out + (b + 1) * S * W, gM);
-    content_read_backward_one<T>(Mn.data(), Mt.data(), a.K + b * H * W, nullptr, gw.data(), a.greads + b * H * W, S,
+    content_read_backward_one<T>(Mn.data(), nullptr, a.K + b * H * W, nullptr, gw.data(), a.greads + b * H * W, S,
                                  H, W, T(metalearn_ext::kCosEps), gM, a.gK + b * H * W, nullptr, scratch.data());
     // memory' = keep ⊙ memory + wwᵀ·add.
-    transpose(gM, S, W, gMt.data(), transposed_stride(S));
     const T* gww_out = a.gww + b * H * S;
     T* grw = a.grw + b * H * S;
     // the total upstream of ww (H,S): gww_out + gu_out + add·gMᵀ
     for (int64_t h = 0; h < H; ++h)
       for (int64_t s = 0; s < S; ++s) gw[h * S + s] = gww_out[h * S + s] + gu_out[s];
-    gemm_acc(add, W, 1, H, gMt.data(), transposed_stride(S), W, S, gw.data(), S);
+    rows_dot(add, H, gM, S, W, gw.data());  // gw (H,S) += add (H,W) · gMᵀ
     T* gadd = a.gadd + b * H * W;
     std::fill(gadd, gadd + H * W, T(0));
     gemm_acc(ww.data(), S, 1, H, gM, W, S, W, gadd, W);  // gadd (H,W) = ww (H,S) · gM (S,W)

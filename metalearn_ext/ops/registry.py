@@ -40,7 +40,10 @@ class OpSpec:
     fake: same arguments, returns empty outputs of the right shapes (torch.compile, FakeTensor).
     kernels: backend name -> Kernel, for the compiled backends the op has ("reference" always exists).
     register_compiled: registers the fakes and autograd of torch.ops.metalearn_ext.<name> once the extension is
-        loaded; None: ops/autograd.register (a Python autograd calling `<name>_backward`).
+        loaded; None: ops/autograd.register (a Python autograd calling `<name>_backward`), or, with
+        cpp_autograd, ops/autograd.register_double_backward.
+    cpp_autograd: the extension registers the op's autograd in C++ (a node calling `<name>_backward`); Python
+        adds the fakes and the double backward only.
     """
 
     name: str
@@ -48,6 +51,7 @@ class OpSpec:
     fake: Callable
     kernels: Mapping[str, Kernel]
     register_compiled: Callable[[], None] | None = None
+    cpp_autograd: bool = False
 
     @property
     def qualname(self) -> str:

@@ -68,6 +68,18 @@ def test_non_contiguous_inputs(backend, device):
     check_against_reference(backend, device, inputs, make_upstream(B, H, S, W, device=device), "non-contiguous ")
 
 
+def test_memory_rows_of_many_magnitudes(backend, device):
+    """Slot norms from 1e-4 to 1e4 and tiny ones near sqrt(COS_EPS): the float kernel's vector inverse
+    square root (a first guess and Newton steps) is as accurate as the exact one over that range."""
+    B, H, S, W = 2, 3, 37, 9  # S past a multiple of 8: the padded tail too
+    memory, keys, beta = make_inputs(B, H, S, W, device=device, seed=12)
+    scale = torch.logspace(-4, 4, S, device=device)[torch.randperm(S, generator=torch.Generator().manual_seed(0))]
+    memory = memory * scale[None, :, None]
+    memory[1, :4] *= 1e-2  # norms around sqrt(COS_EPS) = 1e-4, where eps matters
+    check_against_reference(backend, device, [memory, keys, beta], make_upstream(B, H, S, W, device=device),
+                            "magnitudes ")
+
+
 def test_zero_rows_and_keys_are_finite(backend, device):
     """A zero memory row or key has cosine 0 (COS_EPS), never NaN, in the outputs and every gradient."""
     B, H, S, W = 2, 3, 10, 6

@@ -42,6 +42,7 @@ SPEC = registry.register(OpSpec(
         "cuda": Kernel(dtypes=(torch.float32,), supports=_fits_shared_memory),
         "triton": Kernel(dtypes=(torch.float32,)),
     },
+    cpp_autograd=True,  # csrc/memory_autograd.cpp
 ))
 
 
