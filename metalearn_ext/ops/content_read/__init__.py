@@ -65,6 +65,7 @@ def _straight_to_cpp(memory, keys, beta, backend: str | None) -> bool:
     return (isinstance(memory, Tensor) and isinstance(keys, Tensor) and memory.device.type == "cpu"
             and keys.device.type == "cpu" and memory.dtype in _CPP_DTYPES
             and (beta is None or (isinstance(beta, Tensor) and beta.device.type == "cpu"))
+            and not torch.compiler.is_compiling()  # traced: the checked path (Dynamo skips lru_cache wrappers)
             and _cpp_available())
 
 
