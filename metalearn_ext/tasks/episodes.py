@@ -52,10 +52,13 @@ class EpisodesTaskConfig(TaskConfig):
     split_seed: int = 0
     test_classes: int | None = None  # held-out characters / digits (None: Omniglot 1200/1623 proportion, 5 digits)
     shift: int = 0  # training images translated by up to ± shift pixels each axis (zeros shifted in); 0: off
+    rotate: float = 0.0  # training images rotated by a uniform angle in ± rotate degrees (bilinear); 0: off
+    scale: float = 0.0  # training images scaled by a uniform factor in [1 − scale, 1 + scale]; 0: off
 
     def check(self, section: str) -> None:
         check_positive(self, section, "image_size", "n_way", "k_shot", "n_query", "test_classes")
         check_shift(self, section)
+        check_affine(self, section)
         if self.dataset == "digits":
             for key in ("rotations", "test_rotations"):
                 if getattr(self, key):
@@ -75,6 +78,32 @@ def check_shift(cfg: Any, section: str) -> None:
     if not 0 <= cfg.shift < cfg.image_size:
         raise ConfigError(f"config key '{section}.shift': expected an integer in [0, image_size = "
                           f"{cfg.image_size}), got {cfg.shift!r}")
+
+
+def check_affine(cfg: Any, section: str) -> None:
+    """``cfg.rotate`` in [0, 180] degrees and ``cfg.scale`` in [0, 1), else a ConfigError naming the key."""
+    if not 0.0 <= float(cfg.rotate) <= 180.0:
+        raise ConfigError(f"config key '{section}.rotate': expected degrees in [0, 180], got {cfg.rotate!r}")
+    if not 0.0 <= float(cfg.scale) < 1.0:
+        raise ConfigError(f"config key '{section}.scale': expected a fraction in [0, 1), got {cfg.scale!r}")
+
+
+def random_affine(images: Tensor, rotate: float, scale: float, generator: torch.Generator) -> Tensor:
+    """Each image rotated about its centre by its own angle, uniform in ± ``rotate`` degrees, and
+    scaled by its own factor, uniform in [1 − ``scale``, 1 + ``scale``]; bilinear, zeros (the
+    background) outside: images (..., C, H, W) → the same shape. Draws come from ``generator``."""
+    if rotate <= 0 and scale <= 0:
+        return images
+    flat = images.reshape(-1, *images.shape[-3:])
+    m = flat.shape[0]
+    angle = (torch.rand(m, generator=generator, dtype=torch.float64) * 2 - 1) * (rotate * torch.pi / 180)
+    factor = 1 + (torch.rand(m, generator=generator, dtype=torch.float64) * 2 - 1) * scale
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor  # output → input coordinates
+    theta = torch.zeros(m, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    grid = torch.nn.functional.affine_grid(theta.to(flat.dtype), list(flat.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(images.shape)
 
 
 def random_shift(images: Tensor, shift: int, generator: torch.Generator) -> Tensor:
@@ -143,11 +172,16 @@ class EpisodeTask(TaskFamily):
         pick = lambda given, default: default if given is None else given
         sampler = self._sampler(split, pick(n_way, cfg.n_way), pick(k_shot, cfg.k_shot), pick(n_query, cfg.n_query))
 
-        shift = cfg.shift if split == "train" else 0
+        train = split == "train"
+        shift = cfg.shift if train else 0
+        rotate, scale = (float(cfg.rotate), float(cfg.scale)) if train else (0.0, 0.0)
 
         def one(g: torch.Generator) -> EpisodeBatch:
             sampler.generator = g
             b = sampler.sample(1)
+            if rotate > 0 or scale > 0:  # drawn after the episode, before the shifts, from the same generator
+                b = replace(b, support_images=random_affine(b.support_images, rotate, scale, g),
+                            query_images=random_affine(b.query_images, rotate, scale, g))
             if shift:  # drawn after the episode, from the same generator: reproducible per episode
                 b = replace(b, support_images=random_shift(b.support_images, shift, g),
                             query_images=random_shift(b.query_images, shift, g))

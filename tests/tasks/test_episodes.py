@@ -139,3 +139,49 @@ def test_shift_augments_training_episodes_only_and_reproducibly(omniglot_root):
 def test_shift_out_of_range_names_the_key(bad):
     with pytest.raises(ConfigError, match="task.shift"):
         section_from_dict(EpisodesTaskConfig, {"shift": bad}, "task")
+
+
+def test_random_affine_rotates_about_the_centre_within_the_range():
+    from metalearn_ext.tasks.episodes import random_affine
+
+    x = torch.zeros(200, 1, 21, 21)
+    x[:, 0, 10, 14] = 1.0  # a point 4 pixels right of the centre pixel (10, 10)
+    y = random_affine(x, 30.0, 0.0, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and bool(torch.isfinite(y).all())
+    ys, xs = torch.meshgrid(torch.arange(21.0), torch.arange(21.0), indexing="ij")
+    mass = y[:, 0].sum((-1, -2))
+    cy, cx = (y[:, 0] * ys).sum((-1, -2)) / mass, (y[:, 0] * xs).sum((-1, -2)) / mass
+    radius = torch.hypot(cy - 10, cx - 10)
+    angle = torch.rad2deg(torch.atan2(cy - 10, cx - 10))
+    assert torch.allclose(radius, torch.full_like(radius, 4.0), atol=0.35)  # rotation keeps the distance
+    assert float(angle.abs().max()) <= 31.0 and float(angle.std()) > 10.0  # within ±30°, spread over it
+    assert random_affine(x, 0.0, 0.0, torch.Generator()) is x
+
+
+def test_random_affine_scales_within_the_range():
+    from metalearn_ext.tasks.episodes import random_affine
+
+    x = torch.zeros(200, 1, 21, 21)
+    x[:, 0, 10, 16] = 1.0  # 6 pixels right of the centre
+    y = random_affine(x, 0.0, 0.2, torch.Generator().manual_seed(1))
+    xs = torch.arange(21.0)
+    cx = (y[:, 0].sum(-2) * xs).sum(-1) / y[:, 0].sum((-1, -2))
+    dist = cx - 10
+    assert float(dist.min()) >= 6 * 0.8 - 0.3 and float(dist.max()) <= 6 * 1.2 + 0.3
+    assert float(dist.max() - dist.min()) > 1.5  # factors spread over [0.8, 1.2]
+
+
+def test_affine_augments_training_episodes_only_and_reproducibly(omniglot_root):
+    plain = build_task(EpisodesTaskConfig(root=omniglot_root, test_classes=50))
+    warped = build_task(EpisodesTaskConfig(root=omniglot_root, test_classes=50, rotate=10.0, scale=0.1))
+    a, b = plain.sample(range(2), seed=1, step=3), warped.sample(range(2), seed=1, step=3)
+    assert torch.equal(a.classes, b.classes) and not torch.equal(a.query_images, b.query_images)
+    assert torch.equal(b.query_images, warped.sample(range(2), seed=1, step=3).query_images)
+    assert_same(plain.sample([0], seed=1, step=0, split="test"), warped.sample([0], seed=1, step=0, split="test"))
+
+
+@pytest.mark.parametrize("values, key", [({"rotate": -1.0}, "task.rotate"), ({"rotate": 181.0}, "task.rotate"),
+                                         ({"scale": 1.0}, "task.scale"), ({"scale": -0.1}, "task.scale")])
+def test_affine_out_of_range_names_the_key(values, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        section_from_dict(EpisodesTaskConfig, values, "task")
