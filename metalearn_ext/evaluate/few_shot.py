@@ -15,7 +15,7 @@ from torch import Tensor
 from metalearn_ext.evaluate.held_out import check_counts, held_out_batches
 from metalearn_ext.evaluate.stats import interval
 
-__all__ = ["FewShotPredict", "few_shot_accuracy", "few_shot_table"]
+__all__ = ["CONFUSED_PAIRS", "FewShotPredict", "few_shot_accuracy", "few_shot_table"]
 
 # support_x (E, N·K, C, H, W), support_y (E, N·K) int64, query_x (E, N·Q, C, H, W) -> logits (E, N·Q, N)
 FewShotPredict = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -43,8 +43,12 @@ def few_shot_accuracy(
     on ``device`` (default: where the task puts them, the CPU).
 
     Returns:
-        ``{"mean", "half", "lo", "hi", "episodes", "n_way", "k_shot", "n_query"}``: the mean over
-        episodes of each episode's query accuracy, a fraction in [0, 1], with its 95% interval.
+        ``{"mean", "half", "lo", "hi", "episodes", "n_way", "k_shot", "n_query", "errors",
+        "confused"}``: the mean over episodes of each episode's query accuracy, a fraction in
+        [0, 1], with its 95% interval; the number of wrong queries; and the class pairs most often
+        mistaken for each other (either way), most first, at most :data:`CONFUSED_PAIRS`:
+        ``[[class_a, class_b, count], ...]`` with the split's class names (class indices where it
+        has none).
 
     Raises:
         ValueError: bad counts, or logits not shaped (E, N·Q, N).
@@ -52,6 +56,7 @@ def few_shot_accuracy(
     check_counts("few_shot_accuracy", n_way=n_way, k_shot=k_shot, n_query=n_query, episodes=episodes,
                  batch_size=batch_size)
     per_episode = []
+    pair_counts: dict[tuple[int, int], int] = {}
     with torch.no_grad():
         for _, batch in held_out_batches(task, episodes, seed=seed, batch_size=batch_size, split=split, device=device,
                                          progress=progress, desc=f"{n_way}-way {k_shot}-shot", unit="episode",
@@ -61,10 +66,38 @@ def few_shot_accuracy(
             if not isinstance(logits, Tensor) or tuple(logits.shape) != (e, nq, n_way):
                 got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
                 raise ValueError(f"predict must return logits (E, N·Q, N) = ({e}, {nq}, {n_way}), got {got}")
-            per_episode.append((logits.argmax(-1) == batch.query_labels).double().mean(1).cpu())
+            pred = logits.argmax(-1)
+            per_episode.append((pred == batch.query_labels).double().mean(1).cpu())
+            _tally_confusions(pair_counts, batch.classes, batch.query_labels, pred)
     stats = interval(torch.cat(per_episode))
     return {"mean": stats["mean"], "half": stats["half"], "lo": stats["lo"], "hi": stats["hi"],
-            "episodes": episodes, "n_way": n_way, "k_shot": k_shot, "n_query": n_query}
+            "episodes": episodes, "n_way": n_way, "k_shot": k_shot, "n_query": n_query,
+            "errors": sum(pair_counts.values()), "confused": _top_pairs(pair_counts, task, split)}
+
+
+CONFUSED_PAIRS = 10  # class pairs kept in a result's "confused" list
+
+
+def _tally_confusions(counts: dict[tuple[int, int], int], classes: Tensor, labels: Tensor, pred: Tensor) -> None:
+    """Add each wrong query's (true class, predicted class) pair, unordered, as dataset class ids:
+    classes (E, N), labels and pred (E, N·Q) episode labels."""
+    wrong = (pred != labels).cpu()
+    if not bool(wrong.any()):
+        return
+    classes = classes.cpu()
+    rows = torch.nonzero(wrong)[:, 0]
+    true = classes[rows, labels.cpu()[wrong]]
+    said = classes[rows, pred.cpu()[wrong]]
+    for a, b in zip(torch.minimum(true, said).tolist(), torch.maximum(true, said).tolist()):
+        counts[(a, b)] = counts.get((a, b), 0) + 1
+
+
+def _top_pairs(counts: dict[tuple[int, int], int], task: Any, split: str) -> list[list]:
+    dataset = getattr(task, "dataset", None)
+    names = getattr(dataset(split), "class_names", None) if callable(dataset) else None
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:CONFUSED_PAIRS]
+    name = (lambda c: names[c]) if names else (lambda c: c)
+    return [[name(a), name(b), n] for (a, b), n in top]
 
 
 def few_shot_table(results: Sequence[dict] | Mapping[str, Sequence[dict] | dict]) -> str:

@@ -87,9 +87,19 @@ def evaluate_few_shot(run_dir, overrides, predict_of: Callable, *, log: Callable
 def format_few_shot(res: dict) -> str:
     from metalearn_ext.evaluate.few_shot import few_shot_table
 
-    return (f"{res['method']} after {res['step']} meta-steps on {res['data']} "
+    text = (f"{res['method']} after {res['step']} meta-steps on {res['data']} "
             f"({res['results'][0]['episodes']} episodes per setting, mean ± 95% interval)\n"
             + few_shot_table(res["results"]))
+    confused = [confused_line(r) for r in res["results"] if r.get("confused")]
+    if confused:  # results written before the tally have none
+        text += "\nclass pairs most often mistaken for each other (share of the setting's errors):\n" + "\n".join(confused)
+    return text
+
+
+def confused_line(r: dict, top: int = 3) -> str:
+    """One line: the ``top`` pairs of a few-shot result's ``confused`` list with their share of its errors."""
+    pairs = ", ".join(f"{a} vs {b} {100 * n / r['errors']:.0f}%" for a, b, n in r["confused"][:top])
+    return f"  {r['n_way']}-way {r['k_shot']}-shot: {pairs}"
 
 
 class FewShotMethod(Method):

@@ -91,3 +91,50 @@ def test_table():
     assert "| 5-way 1-shot | 98.12 ± 0.23 | 1000 |" in table and "| 20-way 5-shot | 50.00 ± 10.00 | 1000 |" in table
     named = few_shot_table({"protonet": [r1, r2], "maml": r1})
     assert "| maml | 5-way 1-shot | 98.12 ± 0.23 | 1000 |" in named and len(named.splitlines()) == 5
+
+
+
+def test_confused_pairs_are_counted_unordered_by_dataset_class():
+    from metalearn_ext.evaluate.few_shot import _tally_confusions
+
+    counts = {}
+    classes = torch.tensor([[7, 3, 5]])  # episode labels 0, 1, 2 are dataset classes 7, 3, 5
+    labels = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    pred = torch.tensor([[0, 1, 1, 0, 2, 0]])  # 7 taken for 3, 3 for 7, 5 for 7
+    _tally_confusions(counts, classes, labels, pred)
+    assert counts == {(3, 7): 2, (5, 7): 1}
+    _tally_confusions(counts, classes, labels, labels)  # no errors: nothing added
+    assert counts == {(3, 7): 2, (5, 7): 1}
+
+
+def test_a_result_names_the_most_confused_pairs(digits):
+    names = digits.dataset("test").class_names
+
+    def label_0_taken_for_1(sx, sy, qx):  # right everywhere except that label 0's queries get label 1
+        e, nq = qx.shape[:2]
+        truth = torch.arange(5).repeat_interleave(nq // 5).expand(e, -1)  # episodes are class-major
+        return F.one_hot(torch.where(truth == 0, 1, truth), 5).float()
+
+    r = few_shot_accuracy(label_0_taken_for_1, digits, n_way=5, k_shot=1, n_query=3, episodes=40)
+    assert r["mean"] == pytest.approx(0.8) and r["errors"] == 40 * 3
+    assert sum(n for _, _, n in r["confused"]) == r["errors"]  # 5 test digits: at most 10 pairs, all kept
+    assert all(x in names and y in names and x != y for x, y, _ in r["confused"])
+    counts = [n for _, _, n in r["confused"]]
+    assert counts == sorted(counts, reverse=True)
+    perfect = few_shot_accuracy(lambda sx, sy, qx: F.one_hot(torch.arange(5).repeat_interleave(3).expand(
+        qx.shape[0], -1), 5).float(), digits, n_way=5, k_shot=1, n_query=3, episodes=10)
+    assert perfect["mean"] == 1.0 and perfect["errors"] == 0 and perfect["confused"] == []
+
+
+def test_the_eval_report_lists_the_most_confused_pairs_by_share_of_errors():
+    from metalearn_ext.methods._few_shot import format_few_shot
+
+    r = {"mean": 0.99, "half": 0.001, "episodes": 1000, "n_way": 5, "k_shot": 5, "n_query": 15, "errors": 200,
+         "confused": [["Greek/character07", "Latin/character14", 50], ["b", "c", 20], ["d", "e", 10], ["f", "g", 1]]}
+    text = format_few_shot({"method": "protonet", "step": 5, "data": "omniglot",
+                            "results": [r, dict(r, n_way=20, errors=0, confused=[])]})
+    assert "5-way 5-shot: Greek/character07 vs Latin/character14 25%, b vs c 10%, d vs e 5%\n" in text + "\n"
+    assert "f vs g" not in text and "20-way 5-shot:" not in text.split("mistaken")[1]
+    old = format_few_shot({"method": "protonet", "step": 5, "data": "omniglot",  # a few_shot.json from before
+                           "results": [{k: v for k, v in r.items() if k not in ("errors", "confused")}]})
+    assert "mistaken" not in old
