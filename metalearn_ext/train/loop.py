@@ -13,6 +13,7 @@ and recomputed).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -90,8 +91,10 @@ class Trainer:
         for section in now:
             if section in ("method", "train", "eval"):
                 continue
-            if saved.get(section) != now[section]:
-                diff = [k for k in now[section] if (saved.get(section) or {}).get(k) != now[section][k]]
+            # a key the library added after the checkpoint was written counts as its default there
+            was = {**_field_defaults(self.cfg.sections[section]), **(saved.get(section) or {})}
+            diff = [k for k in now[section] if was.get(k, _ABSENT) != now[section][k]]
+            if diff:
                 raise CheckpointError(f"{path} was written for a different {section} config (differs in: "
                                       f"{', '.join(f'{section}.{k}' for k in diff)})")
         try:
@@ -102,6 +105,20 @@ class Trainer:
         self.step_count = int(payload["step"])
         self.bad_in_a_row = int(payload.get("bad_in_a_row", 0))
         set_rng_state(payload["rng"])
+
+
+_ABSENT = object()
+
+
+def _field_defaults(section: object) -> dict:
+    """The default of every field of a config section's dataclass that has one."""
+    out = {}
+    for f in dataclasses.fields(section):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def resume_config(out_dir: str | Path, method_name: str, overrides: list[str] | None = None) -> RunConfig:

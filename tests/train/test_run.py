@@ -328,3 +328,27 @@ def test_cosine_schedule_sets_adams_rate_at_every_step_and_resumes_on_it(tmp_pat
 def test_bad_schedule_keys_name_the_key(train, key):
     with pytest.raises(ConfigError, match=key):
         tiny_config(train=train)
+
+
+def test_a_checkpoint_from_before_a_config_key_existed_loads_as_its_default(tmp_path):
+    """A key added to a method's config later is absent from older checkpoints: it counts as its
+    default there (old runs stay loadable), and as a change if the run now sets it otherwise."""
+    import dataclasses
+
+    cfg = tiny_config(train={"steps": 2})
+    out = tmp_path / "run"
+    assert run_training(cfg, out, log=quiet) == EXIT_OK
+    model = cfg.sections["model"]
+    key = next(f.name for f in dataclasses.fields(model)
+               if f.default is not dataclasses.MISSING and getattr(model, f.name) == f.default)
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    del ckpt["config"]["model"][key]
+    save_checkpoint(out / "checkpoint.pt", ckpt)
+    assert run_training(tiny_config(train={"steps": 3}), out, resume=True, log=quiet) == EXIT_OK
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 3
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    del ckpt["config"]["model"][key]
+    ckpt["config"]["model"]["state_size"] = -1  # and a key that really differs is still named
+    save_checkpoint(out / "checkpoint.pt", ckpt)
+    with pytest.raises(CheckpointError, match=r"differs in: model\.state_size\)"):
+        run_training(tiny_config(train={"steps": 4}), out, resume=True, log=quiet)
