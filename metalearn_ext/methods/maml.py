@@ -16,6 +16,7 @@ from metalearn_ext.methods import register_method
 from metalearn_ext.methods._few_shot import FewShotEvalConfig, evaluate_few_shot, format_few_shot, quick_check
 from metalearn_ext.methods.base import Batch, Method, TrainConfig
 from metalearn_ext.nn import MAML, MLP, Conv4
+from metalearn_ext.nn.maml import norm_parameter_names
 
 __all__ = ["REGRESSION_JSON", "MAMLEvalConfig", "MAMLMethod", "MAMLModelConfig", "MAMLTrainConfig"]
 
@@ -33,8 +34,11 @@ class MAMLModelConfig:
     test_inner_steps: int = 3  # inner steps at evaluation (3 for Omniglot in the paper)
     first_order: bool = False  # drop the second-order terms (FOMAML)
     learn_inner_lr: bool = False  # α per parameter tensor, meta-learned (Meta-SGD-like)
+    adapt_norm: bool = True  # the inner loop adapts batch norm's scales and offsets too (false: outer loop only,
+                             # as MAML's own code, whose inner loop adapts the convolutions and the output layer)
     hidden: int = 64  # conv-4 channels
     pool: bool = False  # 2×2 max-pool (True) or stride-2 convolutions (False, MAML's Omniglot network)
+    average: bool = False  # features = the mean of the last 2×2 map (MAML's code for Omniglot), not the flattened map
     mlp_hidden: list[int] = field(default_factory=lambda: [40, 40])  # regression MLP hidden sizes
 
     def check(self, section: str) -> None:
@@ -90,14 +94,17 @@ class MAMLMethod(Method):
         if _regression(cfg):
             return MLP([1, *m.mlp_hidden, 1])
         c, h, w = shapes["image_shape"]
-        conv = Conv4(c, m.hidden, pool=m.pool, track_running_stats=False)
+        conv = Conv4(c, m.hidden, pool=m.pool, track_running_stats=False, average=m.average)
         return nn.Sequential(conv, nn.Linear(conv.output_dim(h, w), shapes["n_way"]))
 
     def build_model(self, cfg, shapes: dict) -> MAML:
         m = cfg.model
-        return MAML(self.learner(cfg, shapes), inner_lr=m.inner_lr, inner_steps=m.inner_steps,
+        learner = self.learner(cfg, shapes)
+        norms = norm_parameter_names(learner)
+        adapt = None if m.adapt_norm else [n for n, _ in learner.named_parameters() if n not in norms]
+        return MAML(learner, inner_lr=m.inner_lr, inner_steps=m.inner_steps,
                     first_order=m.first_order, loss="mse" if _regression(cfg) else "cross_entropy",
-                    learn_inner_lr=m.learn_inner_lr)
+                    learn_inner_lr=m.learn_inner_lr, adapt=adapt)
 
     def meta_loss(self, model: MAML, batch: Batch, cfg) -> Tensor:
         b = batch.data

@@ -23,6 +23,9 @@ class Conv4(nn.Module):
         track_running_stats: BatchNorm keeps running statistics (ordinary BN, what ProtoNet
             uses). False: batch statistics in training and evaluation alike and no buffers —
             what MAML does, and what lets ``torch.func.vmap`` run over tasks.
+        average: the output is the mean over the last block's H' × W' positions, D = ``hidden``
+            (MAML's Omniglot network: 28×28 with stride-2 blocks ends at 2×2), instead of the
+            flattened map.
     """
 
     def __init__(
@@ -33,12 +36,14 @@ class Conv4(nn.Module):
         batch_norm: bool = True,
         pool: bool = True,
         track_running_stats: bool = True,
+        average: bool = False,
     ) -> None:
         super().__init__()
         for arg, value in (("in_channels", in_channels), ("hidden", hidden), ("depth", depth)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Conv4: {arg} must be a positive int, got {value!r}")
         self.in_channels, self.hidden, self.depth, self.pool = in_channels, hidden, depth, pool
+        self.average = bool(average)
         layers: list[nn.Module] = []
         for i in range(depth):
             stride = 1 if pool else 2
@@ -50,6 +55,8 @@ class Conv4(nn.Module):
             layers.append(nn.ReLU())
             if pool:
                 layers.append(nn.MaxPool2d(2))
+        if self.average:
+            layers.append(nn.AdaptiveAvgPool2d(1))
         layers.append(nn.Flatten())
         self.layers = nn.Sequential(*layers)
 
@@ -60,13 +67,14 @@ class Conv4(nn.Module):
         return side
 
     def output_dim(self, height: int, width: int | None = None) -> int:
-        """D, the flattened output size for (height, width) inputs (width defaults to height)."""
+        """D, the output size for (height, width) inputs (width defaults to height): the flattened
+        map's, or ``hidden`` with ``average``."""
         h, w = self.output_side(height), self.output_side(height if width is None else width)
         if h < 1 or w < 1:
             raise ValueError(
                 f"Conv4: a {height}×{width or height} input is too small for {self.depth} pooling "
                 f"blocks (needs a side ≥ {2 ** self.depth}); use fewer blocks (depth) or larger images")
-        return self.hidden * h * w
+        return self.hidden if self.average else self.hidden * h * w
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, C, H, W) -> (B, D)."""

@@ -7,6 +7,7 @@ is the autograd graph of one meta-batch and is freed by its backward.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
@@ -17,7 +18,16 @@ from torch.overrides import TorchFunctionMode
 
 from metalearn_ext.nn.protonet import check_episodes
 
-__all__ = ["MAML"]
+__all__ = ["MAML", "norm_parameter_names"]
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def norm_parameter_names(module: nn.Module) -> set[str]:
+    """The names (as ``module.named_parameters()`` gives them) of the parameters of its batch,
+    instance, group and layer norms: their scales and offsets."""
+    return {f"{prefix}.{n}" if prefix else n for prefix, m in module.named_modules() if isinstance(m, _NORMS)
+            for n, _ in m.named_parameters(recurse=False)}
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -94,6 +104,10 @@ class MAML(nn.Module):
         loss: ``"cross_entropy"`` (classification) or ``"mse"`` (regression), inner and outer.
         learn_inner_lr: make α a learned parameter, one per parameter tensor (``inner_lrs``,
             aligned with :attr:`adapted_names`), trained by the outer optimizer.
+        adapt: the names of the trainable parameters the inner loop adapts (None: all of them).
+            The others are learned by the outer loop only: MAML's own code adapts the weights
+            and biases of its convolutions and output layer, not its batch norm's offsets
+            (:func:`norm_parameter_names` lists a module's normalization parameters).
         vectorize: run the E tasks of a batch under ``torch.func.vmap`` (True) or in a Python
             loop (False). None picks by module: the loop if it holds a convolution (per-task
             weights turn convolutions into grouped ones, slower on a CPU: conv-4, 5-way 1-shot,
@@ -112,6 +126,7 @@ class MAML(nn.Module):
         loss: Literal["cross_entropy", "mse"] = "cross_entropy",
         learn_inner_lr: bool = False,
         vectorize: bool | None = None,
+        adapt: Iterable[str] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
@@ -126,7 +141,19 @@ class MAML(nn.Module):
         if vectorize is None:
             vectorize = not any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
         self.vectorize = bool(vectorize)
-        self.adapted_names = tuple(n for n, p in module.named_parameters() if p.requires_grad)
+        trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+        if adapt is None:
+            self._outer_only: frozenset[str] = frozenset()
+        else:
+            if isinstance(adapt, str):
+                raise ValueError(f"MAML: adapt must be parameter names (a list), got the string {adapt!r}")
+            adapt = list(adapt)
+            unknown = sorted(set(adapt) - set(trainable))
+            if unknown:
+                raise ValueError(f"MAML: adapt names {unknown}, which are not trainable parameters of the module "
+                                 f"(those are {trainable})")
+            self._outer_only = frozenset(trainable) - set(adapt)
+        self.adapted_names = tuple(n for n in trainable if n not in self._outer_only)
         if not self.adapted_names:
             raise ValueError("MAML: module has no trainable parameters to adapt")
         self._lr_index = {n: i for i, n in enumerate(self.adapted_names)}
@@ -156,7 +183,7 @@ class MAML(nn.Module):
         """(parameters to adapt, everything else the module needs: frozen parameters and buffers)."""
         fast, rest = {}, {}
         for n, p in self.module.named_parameters():
-            (fast if p.requires_grad else rest)[n] = p
+            (fast if p.requires_grad and n not in self._outer_only else rest)[n] = p
         rest.update(self.module.named_buffers())
         unknown = [n for n in fast if n not in self._lr_index]
         if unknown:

@@ -167,3 +167,15 @@ def test_maml_one_vs_two_processes_agree(tmp_path):
     # Adam's first steps move a parameter with a rounding-level gradient by up to lr either way
     assert close.float().mean() >= 0.99 and diff.max() <= 2 * lr * 3, (diff.max(), close.float().mean())
     assert one["losses"][0] != one["losses"][2]
+
+
+def test_maml_adapt_norm_false_leaves_batch_norm_to_the_outer_loop():
+    method = get_method("maml")
+    shapes = {"image_shape": [1, 8, 8], "n_way": 5}
+    both = method.build_model(_digits_config("maml"), shapes)
+    outer = method.build_model(_digits_config("maml", model={"adapt_norm": False}), shapes)
+    norms = {n for n, p in outer.module.named_parameters() if "norm" in type(
+        outer.module.get_submodule(n.rsplit(".", 1)[0])).__name__.lower()}
+    assert norms and norms <= set(both.adapted_names) and not norms & set(outer.adapted_names)
+    assert set(outer.adapted_names) | norms == set(both.adapted_names)
+    assert {n for n, _ in outer.named_parameters()} == {n for n, _ in both.named_parameters()}  # all meta-learned

@@ -329,3 +329,79 @@ def test_learns_digits_5_way_1_shot_on_held_out_examples():
     after = accuracy()
     print(f"digits 5-way 1-shot accuracy: untrained {before:.3f}, trained {after:.3f}")
     assert after > 0.8 and after > before + 0.3, (before, after)
+
+
+def _normed_mlp(seed=0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(2, 5), nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, N)).double()
+    with torch.no_grad():  # away from the default 1 / 0, so that the norm's parameters matter
+        net[1].weight.uniform_(0.5, 1.5)
+        net[1].bias.uniform_(-0.5, 0.5)
+    return net
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_outer_only_parameters_stay_put_in_the_inner_loop_and_get_the_meta_gradient(first_order, vectorize):
+    from metalearn_ext.nn.maml import norm_parameter_names
+
+    net, tasks = _normed_mlp(), _tasks()
+    norms = norm_parameter_names(net)
+    assert norms == {"1.weight", "1.bias"}
+    maml = MAML(net, inner_lr=0.5, inner_steps=2, first_order=first_order, vectorize=vectorize,
+                adapt=[n for n, _ in net.named_parameters() if n not in norms])
+    assert maml.adapted_names == ("0.weight", "0.bias", "3.weight", "3.bias")
+    adapted = maml.adapt(tasks[0][0], tasks[1][0])
+    params = dict(net.named_parameters())
+    assert all(adapted[n] is params[n] for n in norms)
+    assert not torch.equal(adapted["0.weight"], params["0.weight"])
+    got = torch.autograd.grad(maml.meta_loss(*tasks)[0], [net[1].weight, net[1].bias])
+    if first_order:  # by hand: inner steps on detached gradients, then the query loss's direct dependence
+        from torch.func import functional_call
+
+        sx, sy, qx, qy = tasks
+        want = [torch.zeros_like(net[1].weight), torch.zeros_like(net[1].bias)]
+        for e in range(E):
+            fast = {n: p for n, p in params.items() if n not in norms}
+            for _ in range(2):
+                loss = F.cross_entropy(functional_call(net, {**params, **fast}, (sx[e],)), sy[e])
+                grads = torch.autograd.grad(loss, list(fast.values()))
+                fast = {n: (p - 0.5 * g).detach().requires_grad_() for (n, p), g in zip(fast.items(), grads)}
+            loss = F.cross_entropy(functional_call(net, {**params, **fast}, (qx[e],)), qy[e])
+            for w, g in zip(want, torch.autograd.grad(loss, [net[1].weight, net[1].bias])):
+                w += g / E
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+        return
+    eps = 1e-6  # second order: the whole dependence, against finite differences
+    for p, g in zip((net[1].weight, net[1].bias), got):
+        for i in range(p.numel()):
+            with torch.no_grad():
+                p.view(-1)[i] += eps
+                plus = maml.meta_loss(*tasks)[0].item()
+                p.view(-1)[i] -= 2 * eps
+                minus = maml.meta_loss(*tasks)[0].item()
+                p.view(-1)[i] += eps
+            assert g.view(-1)[i].item() == pytest.approx((plus - minus) / (2 * eps), rel=1e-5, abs=1e-8)
+
+
+def test_adapt_names_checked():
+    net = _normed_mlp()
+    with pytest.raises(ValueError, match=r"adapt names \['nope'\]"):
+        MAML(net, adapt=["nope", "0.weight"])
+    with pytest.raises(ValueError, match="no trainable parameters to adapt"):
+        MAML(net, adapt=[])
+    with pytest.raises(ValueError, match="adapt must be parameter names"):
+        MAML(net, adapt="0.weight")
+
+
+def test_conv4_average_is_the_mean_of_the_last_map():
+    torch.manual_seed(0)
+    flat = Conv4(1, 8, pool=False, track_running_stats=False).double()
+    avg = Conv4(1, 8, pool=False, track_running_stats=False, average=True).double()
+    avg.load_state_dict(flat.state_dict())
+    x = torch.randn(5, 1, 28, 28, dtype=torch.float64)
+    assert flat.output_dim(28) == 8 * 2 * 2 and avg.output_dim(28) == 8
+    want = flat(x).reshape(5, 8, 2, 2).mean((2, 3))
+    torch.testing.assert_close(avg(x), want)
+    assert avg(x).shape == (5, avg.output_dim(28))
