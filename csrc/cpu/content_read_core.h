@@ -96,8 +96,14 @@ template <int NH>
 METALEARN_INLINE void gemm_rows(const float* X, int64_t xh, int64_t xr, const float* A, int64_t lda, int64_t rows,
                                 int64_t n, float* Y, int64_t ldy) {
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) gemm_block<NH, 2>(X, xh, xr, A + i, lda, rows, Y + i, ldy);
-  if (i + 8 <= n) gemm_block<NH, 1>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 8;
+  for (; i + 40 <= n; i += 40) gemm_block<NH, 5>(X, xh, xr, A + i, lda, rows, Y + i, ldy);
+  switch ((n - i) / 8) {
+    case 4: gemm_block<NH, 4>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 32; break;
+    case 3: gemm_block<NH, 3>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 24; break;
+    case 2: gemm_block<NH, 2>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 16; break;
+    case 1: gemm_block<NH, 1>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 8; break;
+    default: break;
+  }
   for (; i < n; ++i)
     for (int h = 0; h < NH; ++h) {
       float acc = Y[h * ldy + i];
@@ -106,17 +112,14 @@ METALEARN_INLINE void gemm_rows(const float* X, int64_t xh, int64_t xr, const fl
     }
 }
 
-// float: outputs in groups of 4 (8 accumulators of 16 columns: fits AVX2's 16 registers).
+// float: outputs in pairs, each A row (up to 40 columns at once: MANN's W) loaded once for both: 10
+// accumulators, 5 loaded vectors and a broadcast fit AVX2's 16 registers, and each broadcast (3 instructions:
+// splat8) serves up to 5 FMAs.
 METALEARN_INLINE void gemm_acc(const float* X, int64_t xh, int64_t xr, int64_t nh, const float* A, int64_t lda,
                                int64_t rows, int64_t n, float* Y, int64_t ldy) {
   int64_t h = 0;
-  for (; h + 4 <= nh; h += 4) gemm_rows<4>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy);
-  switch (nh - h) {
-    case 3: gemm_rows<3>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy); break;
-    case 2: gemm_rows<2>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy); break;
-    case 1: gemm_rows<1>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy); break;
-    default: break;
-  }
+  for (; h + 2 <= nh; h += 2) gemm_rows<2>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy);
+  if (h < nh) gemm_rows<1>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy);
 }
 
 #pragma GCC diagnostic pop
@@ -157,7 +160,9 @@ template <int NX, bool kSq>
 METALEARN_INLINE void rows_dot_block(const float* X, const float* M, int64_t W, float* Y, int64_t ldy, float* sq) {
   constexpr int R = NX + (kSq ? 1 : 0);
   const int64_t W8 = W & ~int64_t{7};
-  V8 acc[R][8] = {};
+  V8 acc[R][8];
+  for (int j = 0; j < R; ++j)  // element by element: "= {}" is a memset of the stack copy (rep stos) GCC keeps
+    for (int i = 0; i < 8; ++i) acc[j][i] = V8{};
   for (int64_t c = 0; c < W8; c += 8) {
     V8 k[NX > 0 ? NX : 1];
     for (int j = 0; j < NX; ++j) k[j] = vload<V8>(X + j * W + c);
