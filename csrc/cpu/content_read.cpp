@@ -32,7 +32,7 @@ METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   const int64_t S = a.S, H = a.H, W = a.W;
   std::vector<T> scratch(S + H + H * S);
   for (int64_t b = b0; b < b1; ++b) {
-    content_read_one<T>(a.M + b * S * W, nullptr, a.K + b * H * W, a.beta ? a.beta + b * H : nullptr, S, H, W,
+    content_read_one<T>(a.M + b * S * W, a.K + b * H * W, a.beta ? a.beta + b * H : nullptr, S, H, W,
                         T(metalearn_ext::kCosEps), a.weights + b * H * S, a.reads + b * H * W, scratch.data(),
                         scratch.data() + S, scratch.data() + S + H);
   }
@@ -46,7 +46,7 @@ METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
     const T* M = a.M + b * S * W;
     T* gM = a.gM + b * S * W;
     std::fill(gM, gM + S * W, T(0));
-    content_read_backward_one<T>(M, nullptr, a.K + b * H * W, a.beta ? a.beta + b * H : nullptr, a.gW + b * H * S,
+    content_read_backward_one<T>(M, a.K + b * H * W, a.beta ? a.beta + b * H : nullptr, a.gW + b * H * S,
                                  a.gR + b * H * W, S, H, W, T(metalearn_ext::kCosEps), gM, a.gK + b * H * W,
                                  a.gbeta ? a.gbeta + b * H : nullptr, scratch.data());
   }

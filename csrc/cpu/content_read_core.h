@@ -2,8 +2,9 @@
 // kernels of content_read and mann_memory_step. Everything is always-inlined, so an entry point
 // compiled for another ISA (cpu/isa_dispatch.h) gets its own copy.
 //
-// Every product is a register-blocked gemv_acc over contiguous rows (explicit 8-lane vectors for float,
-// so no horizontal sums and no -ffast-math); float softmax rows use the vector exp of cpu/simd_exp.h,
+// Every product runs over the memory's contiguous rows, register-blocked (explicit 8-lane vectors for float,
+// no -ffast-math): gemm_acc along W (reads, gradients of keys and memory), rows_dot along S (cosines, the
+// slots' norms, the reads' gradient on the weights); float softmax rows use the vector exp of cpu/simd_exp.h,
 // double the libm exp (exact for gradcheck). The 8-lane vectors are AVX2 registers: the SSE2 baseline
 // build (CPUs without AVX2) is correct but splits them and is several times slower.
 #pragma once
@@ -28,12 +29,6 @@ METALEARN_INLINE T row_dot(const T* a, const T* b, int64_t n) {
 template <typename T>
 METALEARN_INLINE void row_axpy(T* y, T a, const T* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
-// y[0:n] += Σ_r x[r]·A[r·lda + 0:n]: a row-major (rows, n) block times x, accumulated into y.
-template <typename T>
-METALEARN_INLINE void gemv_acc(const T* A, int64_t lda, int64_t rows, int64_t n, const T* x, T* y) {
-  for (int64_t r = 0; r < rows; ++r) row_axpy(y, x[r], A + r * lda, n);
 }
 
 // Y[h·ldy + 0:n] += Σ_r X[h·xh + r·xr]·A[r·lda + 0:n] for h < nh: a small matrix product (nh, rows)·(rows, n)
@@ -101,8 +96,14 @@ template <int NH>
 METALEARN_INLINE void gemm_rows(const float* X, int64_t xh, int64_t xr, const float* A, int64_t lda, int64_t rows,
                                 int64_t n, float* Y, int64_t ldy) {
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) gemm_block<NH, 2>(X, xh, xr, A + i, lda, rows, Y + i, ldy);
-  if (i + 8 <= n) gemm_block<NH, 1>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 8;
+  for (; i + 40 <= n; i += 40) gemm_block<NH, 5>(X, xh, xr, A + i, lda, rows, Y + i, ldy);
+  switch ((n - i) / 8) {
+    case 4: gemm_block<NH, 4>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 32; break;
+    case 3: gemm_block<NH, 3>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 24; break;
+    case 2: gemm_block<NH, 2>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 16; break;
+    case 1: gemm_block<NH, 1>(X, xh, xr, A + i, lda, rows, Y + i, ldy), i += 8; break;
+    default: break;
+  }
   for (; i < n; ++i)
     for (int h = 0; h < NH; ++h) {
       float acc = Y[h * ldy + i];
@@ -111,112 +112,26 @@ METALEARN_INLINE void gemm_rows(const float* X, int64_t xh, int64_t xr, const fl
     }
 }
 
-// float: outputs in groups of 4 (8 accumulators of 16 columns: fits AVX2's 16 registers).
+// float: outputs in pairs, each A row (up to 40 columns at once: MANN's W) loaded once for both: 10
+// accumulators, 5 loaded vectors and a broadcast fit AVX2's 16 registers, and each broadcast (3 instructions:
+// splat8) serves up to 5 FMAs.
 METALEARN_INLINE void gemm_acc(const float* X, int64_t xh, int64_t xr, int64_t nh, const float* A, int64_t lda,
                                int64_t rows, int64_t n, float* Y, int64_t ldy) {
   int64_t h = 0;
-  for (; h + 4 <= nh; h += 4) gemm_rows<4>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy);
-  switch (nh - h) {
-    case 3: gemm_rows<3>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy); break;
-    case 2: gemm_rows<2>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy); break;
-    case 1: gemm_rows<1>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy); break;
-    default: break;
-  }
+  for (; h + 2 <= nh; h += 2) gemm_rows<2>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy);
+  if (h < nh) gemm_rows<1>(X + h * xh, xh, xr, A, lda, rows, n, Y + h * ldy, ldy);
 }
 
-// float: 32 columns at a time in eight 8-lane accumulators (even and odd rows, so consecutive FMAs are
-// independent), y loaded and stored once per block rather than once per row.
-METALEARN_INLINE void gemv_acc(const float* A, int64_t lda, int64_t rows, int64_t n, const float* x, float* y) {
-  using V = V8;
-  const int64_t even = rows & ~int64_t{1};
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    V a0 = vload<V>(y + i), a1 = vload<V>(y + i + 8), a2 = vload<V>(y + i + 16), a3 = vload<V>(y + i + 24);
-    V b0{}, b1{}, b2{}, b3{};
-    for (int64_t r = 0; r < even; r += 2) {
-      const float* p = A + r * lda + i;
-      const float* q = p + lda;
-      const V xp = splat8_at(x + r), xq = splat8_at(x + r + 1);
-      a0 += xp * vload<V>(p), a1 += xp * vload<V>(p + 8), a2 += xp * vload<V>(p + 16), a3 += xp * vload<V>(p + 24);
-      b0 += xq * vload<V>(q), b1 += xq * vload<V>(q + 8), b2 += xq * vload<V>(q + 16), b3 += xq * vload<V>(q + 24);
-    }
-    if (even < rows) {
-      const float* p = A + even * lda + i;
-      const V xp = splat8_at(x + even);
-      a0 += xp * vload<V>(p), a1 += xp * vload<V>(p + 8), a2 += xp * vload<V>(p + 16), a3 += xp * vload<V>(p + 24);
-    }
-    vstore(y + i, a0 + b0), vstore(y + i + 8, a1 + b1), vstore(y + i + 16, a2 + b2), vstore(y + i + 24, a3 + b3);
-  }
-  const int64_t quad = rows & ~int64_t{3};
-  for (; i + 8 <= n; i += 8) {
-    V a0 = vload<V>(y + i), a1{}, a2{}, a3{};
-    for (int64_t r = 0; r < quad; r += 4) {
-      const float* p = A + r * lda + i;
-      a0 += splat8_at(x + r) * vload<V>(p);
-      a1 += splat8_at(x + r + 1) * vload<V>(p + lda);
-      a2 += splat8_at(x + r + 2) * vload<V>(p + 2 * lda);
-      a3 += splat8_at(x + r + 3) * vload<V>(p + 3 * lda);
-    }
-    for (int64_t r = quad; r < rows; ++r) a0 += splat8_at(x + r) * vload<V>(A + r * lda + i);
-    vstore(y + i, (a0 + a1) + (a2 + a3));
-  }
-  for (; i < n; ++i) {
-    float acc = y[i];
-    for (int64_t r = 0; r < rows; ++r) acc += x[r] * A[r * lda + i];
-    y[i] = acc;
-  }
-}
-#pragma GCC diagnostic pop
-#endif
-
-// y[0:n] = Σ_r A[r·lda + 0:n]²: the squared norms of the columns of a (rows, n) block.
-template <typename T>
-METALEARN_INLINE void column_sq_norms(const T* A, int64_t lda, int64_t rows, int64_t n, T* y) {
-  std::fill(y, y + n, T(0));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < n; ++i) y[i] += A[r * lda + i] * A[r * lda + i];
-}
-
-#if METALEARN_SIMD
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
-// float: 32 columns in registers over all rows.
-METALEARN_INLINE void column_sq_norms(const float* A, int64_t lda, int64_t rows, int64_t n, float* y) {
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    V8 a0{}, a1{}, a2{}, a3{};
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* p = A + r * lda + i;
-      const V8 x0 = vload<V8>(p), x1 = vload<V8>(p + 8), x2 = vload<V8>(p + 16), x3 = vload<V8>(p + 24);
-      a0 += x0 * x0, a1 += x1 * x1, a2 += x2 * x2, a3 += x3 * x3;
-    }
-    vstore(y + i, a0), vstore(y + i + 8, a1), vstore(y + i + 16, a2), vstore(y + i + 24, a3);
-  }
-  for (; i + 8 <= n; i += 8) {
-    V8 a0{};
-    for (int64_t r = 0; r < rows; ++r) {
-      const V8 x = vload<V8>(A + r * lda + i);
-      a0 += x * x;
-    }
-    vstore(y + i, a0);
-  }
-  for (; i < n; ++i) {
-    float acc = 0;
-    for (int64_t r = 0; r < rows; ++r) acc += A[r * lda + i] * A[r * lda + i];
-    y[i] = acc;
-  }
-}
 #pragma GCC diagnostic pop
 #endif
 
 // Y[h·S + s] += Σ_w X[h·W + w]·M[s·W + w] for h < nh, s < S: X (nh,W)·Mᵀ straight from M's (S,W) rows, no
-// transposed copy; X = nullptr: Y[s] = |M[s]|² (the squared norms of the rows, overwritten).
+// transposed copy; and, when sq is not nullptr, sq[s] = |M[s]|² (the squared norms of the rows, overwritten)
+// in the same pass over M.
 template <typename T>
-METALEARN_INLINE void rows_dot(const T* X, int64_t nh, const T* M, int64_t S, int64_t W, T* Y) {
-  if (!X) {
-    for (int64_t s = 0; s < S; ++s) Y[s] = row_dot(M + s * W, M + s * W, W);
-    return;
-  }
+METALEARN_INLINE void rows_dot(const T* X, int64_t nh, const T* M, int64_t S, int64_t W, T* Y, T* sq = nullptr) {
+  if (sq)
+    for (int64_t s = 0; s < S; ++s) sq[s] = row_dot(M + s * W, M + s * W, W);
   for (int64_t h = 0; h < nh; ++h)
     for (int64_t s = 0; s < S; ++s) Y[h * S + s] += row_dot(X + h * W, M + s * W, W);
 }
@@ -237,39 +152,59 @@ METALEARN_INLINE V8 lane_sums8(const V8* v) {
          __builtin_shufflevector(u[0], u[1], 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
-// float: 8 slots at a time, one 8-lane partial sum per slot over W, then lane_sums8 (fewer shuffles than
-// an 8×8 transpose of the memory, and no copy to store and reload).
-template <bool kSquares>
-METALEARN_INLINE void rows_dot_block(const float* x, const float* M, int64_t W, float* y) {
+// float: 8 slots against NX rows of X (and, kSq, against themselves), one 8-lane partial sum per (row, slot)
+// over W, then lane_sums8 (fewer shuffles than an 8×8 transpose of the memory, and no copy to store and
+// reload). Each memory vector is loaded once for all NX + kSq products; at most 2 of them, so that the 16
+// accumulators and the loaded vectors stay in registers.
+template <int NX, bool kSq>
+METALEARN_INLINE void rows_dot_block(const float* X, const float* M, int64_t W, float* Y, int64_t ldy, float* sq) {
+  constexpr int R = NX + (kSq ? 1 : 0);
   const int64_t W8 = W & ~int64_t{7};
-  V8 acc[8] = {};
+  V8 acc[R][8];
+  for (int j = 0; j < R; ++j)  // element by element: "= {}" is a memset of the stack copy (rep stos) GCC keeps
+    for (int i = 0; i < 8; ++i) acc[j][i] = V8{};
   for (int64_t c = 0; c < W8; c += 8) {
-    const V8 k = kSquares ? V8{} : vload<V8>(x + c);
+    V8 k[NX > 0 ? NX : 1];
+    for (int j = 0; j < NX; ++j) k[j] = vload<V8>(X + j * W + c);
     for (int i = 0; i < 8; ++i) {
       const V8 m = vload<V8>(M + i * W + c);
-      acc[i] += (kSquares ? m : k) * m;
+      if (kSq) acc[0][i] += m * m;
+      for (int j = 0; j < NX; ++j) acc[R - NX + j][i] += k[j] * m;
     }
   }
-  V8 r = lane_sums8(acc);
-  for (int64_t c = W8; c < W; ++c)
-    for (int i = 0; i < 8; ++i) r[i] += (kSquares ? M[i * W + c] : x[c]) * M[i * W + c];
-  if (kSquares) {
-    vstore(y, r);
-  } else {
-    vstore(y, vload<V8>(y) + r);
+  if (kSq) {
+    V8 r = lane_sums8(acc[0]);
+    for (int64_t c = W8; c < W; ++c)
+      for (int i = 0; i < 8; ++i) r[i] += M[i * W + c] * M[i * W + c];
+    vstore(sq, r);
+  }
+  for (int j = 0; j < NX; ++j) {
+    V8 r = lane_sums8(acc[R - NX + j]);
+    for (int64_t c = W8; c < W; ++c)
+      for (int i = 0; i < 8; ++i) r[i] += X[j * W + c] * M[i * W + c];
+    vstore(Y + j * ldy, vload<V8>(Y + j * ldy) + r);
   }
 }
 
-METALEARN_INLINE void rows_dot(const float* X, int64_t nh, const float* M, int64_t S, int64_t W, float* Y) {
+METALEARN_INLINE void rows_dot(const float* X, int64_t nh, const float* M, int64_t S, int64_t W, float* Y,
+                               float* sq = nullptr) {
   const int64_t S8 = S & ~int64_t{7};
-  if (!X) {
-    for (int64_t s = 0; s < S8; s += 8) rows_dot_block<true>(nullptr, M + s * W, W, Y + s);
-    for (int64_t s = S8; s < S; ++s) Y[s] = row_dot(M + s * W, M + s * W, W);
-    return;
+  for (int64_t s = 0; s < S8; s += 8) {  // all products of 8 slots while their rows sit in L1
+    const float* m = M + s * W;
+    int64_t h = 0;
+    if (sq) {
+      if (nh > 0) {
+        rows_dot_block<1, true>(X, m, W, Y + s, S, sq + s), h = 1;
+      } else {
+        rows_dot_block<0, true>(X, m, W, Y + s, S, sq + s);
+      }
+    }
+    for (; h + 2 <= nh; h += 2) rows_dot_block<2, false>(X + h * W, m, W, Y + h * S + s, S, nullptr);
+    if (h < nh) rows_dot_block<1, false>(X + h * W, m, W, Y + h * S + s, S, nullptr);
   }
-  for (int64_t h = 0; h < nh; ++h) {
-    for (int64_t s = 0; s < S8; s += 8) rows_dot_block<false>(X + h * W, M + s * W, W, Y + h * S + s);
-    for (int64_t s = S8; s < S; ++s) Y[h * S + s] += row_dot(X + h * W, M + s * W, W);
+  for (int64_t s = S8; s < S; ++s) {
+    if (sq) sq[s] = row_dot(M + s * W, M + s * W, W);
+    for (int64_t h = 0; h < nh; ++h) Y[h * S + s] += row_dot(X + h * W, M + s * W, W);
   }
 }
 #pragma GCC diagnostic pop
@@ -363,58 +298,6 @@ METALEARN_INLINE void softmax_row(float* z, int64_t n) {
   for (int64_t i = 0; i < n; ++i) z[i] *= inv;
 }
 
-// The row stride of a transposed memory (W rows of S): S padded so that it is never a multiple of 64
-// floats, whose power-of-two strides would map a column walk onto a few L1 sets.
-inline int64_t transposed_stride(int64_t S) { return S % 64 == 0 ? S + 16 : S; }
-
-// dst (C,R) with row stride ld = srcᵀ for src (R,C), scalar.
-template <typename T>
-METALEARN_INLINE void transpose_scalar(const T* src, int64_t R, int64_t C, T* dst, int64_t ld, int64_t r0,
-                                       int64_t c0) {
-  for (int64_t r = r0; r < R; ++r)
-    for (int64_t c = 0; c < C; ++c) dst[c * ld + r] = src[r * C + c];
-  for (int64_t r = 0; r < r0; ++r)
-    for (int64_t c = c0; c < C; ++c) dst[c * ld + r] = src[r * C + c];
-}
-
-template <typename T>
-METALEARN_INLINE void transpose(const T* src, int64_t R, int64_t C, T* dst, int64_t ld) {
-  transpose_scalar(src, R, C, dst, ld, 0, C);
-}
-
-#if METALEARN_SIMD
-// float: 8×8 blocks through 24 register shuffles (the AVX unpack / shuffle / permute2f128 network);
-// a scalar transpose stores with a stride of R floats and runs several times slower.
-METALEARN_INLINE void transpose(const float* src, int64_t R, int64_t C, float* dst, int64_t ld) {
-  using V = V8;
-  const int64_t R8 = R & ~int64_t{7}, C8 = C & ~int64_t{7};
-  for (int64_t r = 0; r < R8; r += 8) {
-    for (int64_t c = 0; c < C8; c += 8) {
-      V a[8], t[8], u[8];
-      for (int i = 0; i < 8; ++i) a[i] = vload<V>(src + (r + i) * C + c);
-      for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shufflevector(a[i], a[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-        t[i + 1] = __builtin_shufflevector(a[i], a[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-      }
-      for (int i = 0; i < 8; i += 4) {
-        u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-        u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-        u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-        u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-      }
-      for (int i = 0; i < 4; ++i) {
-        vstore(dst + (c + i) * ld + r, __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11));
-        vstore(dst + (c + i + 4) * ld + r, __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15));
-      }
-    }
-  }
-  transpose_scalar(src, R, C, dst, ld, R8, C8);
-}
-#endif
-
-// The memory is used both as M (S,W) and transposed, Mt (W,S), so that every product is a gemv_acc over
-// contiguous rows: cosines and their gradients run along S, reads and the keys' gradients along W.
-
 // Softmax backward of one head, and what its cosines pass on. In: w (S) the weights, g (S) dL/dw.
 // Out: g = scale·dz with dz = w ⊙ (g − Σ w g) (dL/dcos, as z = scale·cos); self (S) += g ⊙ cos;
 // returns Σ dz ⊙ cos = dL/dscale.
@@ -460,22 +343,12 @@ METALEARN_INLINE float softmax_cos_backward(const float* w, float* g, const floa
 #pragma GCC diagnostic pop
 #endif
 
-// One batch element: memory M (S,W) and Mt = Mᵀ (row stride transposed_stride(S)) or nullptr (then the
-// products with Mᵀ run from M's rows, rows_dot), keys K (H,W), beta (H) or nullptr (1).
-//   cos (H,S) = K·Mᵀ / norms; weights (H,S) = softmax_S(beta·cos); reads (H,W) = weights·M.
-// minv (S) and kinv (H) receive the inverse norms (|x|² + eps)^-1/2, cos (H,S) the cosines.
+// Cosines to weights, for one batch element whose products are done: cos (H,S) holds K·Mᵀ and minv (S)
+// the slots' squared norms. Afterwards minv (S) and kinv (H) hold the inverse norms (|x|² + eps)^-1/2, cos
+// the cosines and weights (H,S) = softmax_S(beta·cos).
 template <typename T>
-METALEARN_INLINE void content_read_one(const T* M, const T* Mt, const T* K, const T* beta, int64_t S, int64_t H,
-                                       int64_t W, T eps, T* weights, T* reads, T* minv, T* kinv, T* cos) {
-  const int64_t ldt = transposed_stride(S);
-  std::fill(cos, cos + H * S, T(0));
-  if (Mt) {
-    column_sq_norms(Mt, ldt, W, S, minv);
-    gemm_acc(K, W, 1, H, Mt, ldt, W, S, cos, S);  // all heads in one pass over Mt
-  } else {
-    rows_dot(static_cast<const T*>(nullptr), 0, M, S, W, minv);
-    rows_dot(K, H, M, S, W, cos);
-  }
+METALEARN_INLINE void cosine_weights(const T* K, const T* beta, int64_t S, int64_t H, int64_t W, T eps, T* minv,
+                                     T* kinv, T* cos, T* weights) {
   inverse_norms(minv, S, eps);
   for (int64_t h = 0; h < H; ++h) {
     const T* k = K + h * W;
@@ -489,6 +362,17 @@ METALEARN_INLINE void content_read_one(const T* M, const T* Mt, const T* K, cons
     }
     softmax_row(z, S);
   }
+}
+
+// One batch element: memory M (S,W), keys K (H,W), beta (H) or nullptr (1).
+//   cos (H,S) = K·Mᵀ / norms; weights (H,S) = softmax_S(beta·cos); reads (H,W) = weights·M.
+// minv (S) and kinv (H) receive the inverse norms (|x|² + eps)^-1/2, cos (H,S) the cosines.
+template <typename T>
+METALEARN_INLINE void content_read_one(const T* M, const T* K, const T* beta, int64_t S, int64_t H, int64_t W, T eps,
+                                       T* weights, T* reads, T* minv, T* kinv, T* cos) {
+  std::fill(cos, cos + H * S, T(0));
+  rows_dot(K, H, M, S, W, cos, minv);  // the slots' norms and all heads' products in one pass over M
+  cosine_weights(K, beta, S, H, W, eps, minv, kinv, cos, weights);
   std::fill(reads, reads + H * W, T(0));
   gemm_acc(weights, S, 1, H, M, W, S, W, reads, W);  // all heads in one pass over M
 }
@@ -496,30 +380,29 @@ METALEARN_INLINE void content_read_one(const T* M, const T* Mt, const T* K, cons
 // Scratch of content_read_backward_one: (2·S + 2·H + 3·H·S + 2·H·W) entries.
 inline int64_t content_read_scratch(int64_t S, int64_t H, int64_t W) { return 2 * S + 2 * H + 3 * H * S + 2 * H * W; }
 
-// Gradients of one batch element's content read, recomputed from M, Mt, K, beta (as in content_read_one)
-// for upstream gW (H,S) on the weights and gR (H,W) on the reads:
+// Gradients of one batch element's content read, recomputed from M, K, beta (the weights as in
+// content_read_one; the reads are not needed) for upstream gW (H,S) on the weights and gR (H,W) on the reads:
 //   gM (S,W) += dL/dM;  gK (H,W) = dL/dK;  gbeta (H) = dL/dbeta when beta (and gbeta) is not nullptr.
 // A caller whose weights' upstream is a sum (mann_memory_step) passes the sum in gW.
 template <typename T>
-METALEARN_INLINE void content_read_backward_one(const T* M, const T* Mt, const T* K, const T* beta, const T* gW,
-                                                const T* gR, int64_t S, int64_t H, int64_t W, T eps, T* gM, T* gK,
-                                                T* gbeta, T* scratch) {
-  T* minv = scratch;
+METALEARN_INLINE void content_read_backward_one(const T* M, const T* K, const T* beta, const T* gW, const T* gR,
+                                                int64_t S, int64_t H, int64_t W, T eps, T* gM, T* gK, T* gbeta,
+                                                T* scratch) {
+  T* minv = scratch;     // (S)
   T* self = minv + S;    // (S) Σ_h dL/dcos·cos per slot
   T* kinv = self + S;    // (H)
   T* ks = kinv + H;      // (H) Σ_s dL/dcos·cos per head
   T* w = ks + H;         // (H,S) weights
   T* gc = w + H * S;     // (H,S) upstream of the weights, then kinv·minv·dL/dcos: [w; gc] is (2H, S)
-  T* cos = gc + H * S;   // (H,S) cosines
+  T* cos = gc + H * S;   // (H,S) cosines: [gc; cos] is (2H, S)
   T* rk = cos + H * S;   // (2H,W) [gR; K]
-  const int64_t ldt = transposed_stride(S);
-  content_read_one(M, Mt, K, beta, S, H, W, eps, w, gK, minv, kinv, cos);  // gK: the reads, overwritten below
+  std::copy(gR, gR + H * W, rk);
+  std::copy(K, K + H * W, rk + H * W);
   std::copy(gW, gW + H * S, gc);
-  if (Mt) {
-    gemm_acc(gR, W, 1, H, Mt, ldt, W, S, gc, S);  // reads = w·M: dL/dw += gR·Mᵀ
-  } else {
-    rows_dot(gR, H, M, S, W, gc);
-  }
+  std::fill(cos, cos + H * S, T(0));
+  // One pass over M: the slots' norms, gc += gR·Mᵀ (reads = w·M: dL/dw) and cos = K·Mᵀ.
+  rows_dot(rk, 2 * H, M, S, W, gc, minv);
+  cosine_weights(K, beta, S, H, W, eps, minv, kinv, cos, w);
   std::fill(self, self + S, T(0));
   for (int64_t h = 0; h < H; ++h) {
     T* g = gc + h * S;
@@ -534,8 +417,6 @@ METALEARN_INLINE void content_read_backward_one(const T* M, const T* Mt, const T
   gemm_acc(gc, S, 1, H, M, W, S, W, gK, W);
   for (int64_t h = 0; h < H; ++h) row_axpy(gK + h * W, -ks[h] * kinv[h] * kinv[h], K + h * W, W);
   // gM += wᵀ·gR + gcᵀ·K (reads = w·M, and the keys' side of the cosines): one (S, 2H)·(2H, W) product.
-  std::copy(gR, gR + H * W, rk);
-  std::copy(K, K + H * W, rk + H * W);
   gemm_acc(w, 1, S, S, rk, W, 2 * H, W, gM, W);
   for (int64_t s = 0; s < S; ++s) row_axpy(gM + s * W, -self[s] * minv[s] * minv[s], M + s * W, W);
 }

@@ -82,7 +82,7 @@ METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
     write_memory(a.M + b * S * W, a.rw + b * H * S, a.add + b * H * W, a.alpha + b * H, slots.data(), S, H, W, ww,
                  Mn);
     T* rw = a.rw_out + b * H * S;
-    content_read_one<T>(Mn, nullptr, a.K + b * H * W, nullptr, S, H, W, T(metalearn_ext::kCosEps), rw,
+    content_read_one<T>(Mn, a.K + b * H * W, nullptr, S, H, W, T(metalearn_ext::kCosEps), rw,
                         a.reads + b * H * W, scratch.data(), scratch.data() + S, scratch.data() + S + 2 * H);
     T* un = a.u_out + b * S;
     for (int64_t s = 0; s < S; ++s) un[s] = a.gamma * u[s];
@@ -110,7 +110,7 @@ METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
     // gM collects the whole gradient of memory' (upstream + content read), then is masked below.
     T* gM = a.gM + b * S * W;
     std::copy(a.gM_out + b * S * W, a.gM_out + (b + 1) * S * W, gM);
-    content_read_backward_one<T>(Mn.data(), nullptr, a.K + b * H * W, nullptr, gw.data(), a.greads + b * H * W, S,
+    content_read_backward_one<T>(Mn.data(), a.K + b * H * W, nullptr, gw.data(), a.greads + b * H * W, S,
                                  H, W, T(metalearn_ext::kCosEps), gM, a.gK + b * H * W, nullptr, scratch.data());
     // memory' = keep ⊙ memory + wwᵀ·add.
     const T* gww_out = a.gww + b * H * S;

@@ -26,6 +26,8 @@ SHAPES = [  # (B, H, S, W)
     (2, 5, 37, 41),  # past the 32-wide SIMD blocks in S and W, with tails
     (1, 3, 128, 40),  # the paper's memory
     (4, 1, 9, 64),
+    (1, 3, 9, 56),  # column blocks of 40 and 16
+    (2, 2, 17, 32),  # a column block of 32
 ]
 
 

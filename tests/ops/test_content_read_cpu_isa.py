@@ -18,8 +18,8 @@ from metalearn_ext.ops.content_read import inputs as ri
 from metalearn_ext.ops.mann_memory_step import mann_memory_step, mann_memory_step_reference
 from metalearn_ext.ops.mann_memory_step import inputs as si
 from metalearn_ext.ops.testing import outputs_and_grads
-# SIMD blocks of 32 and 8 columns with tails, the 8x8 transpose with edges, a padded transposed stride (S=64)
-for shape in [(2, 3, 13, 7), (2, 5, 37, 41), (1, 4, 64, 40)]:
+# column blocks of 40 and 32/24/16/8 with tails, blocks of 8 slots with tails, odd and even head counts
+for shape in [(2, 3, 13, 7), (2, 5, 37, 41), (1, 4, 64, 40), (1, 3, 9, 56), (1, 2, 17, 32)]:
     for fn, ref, mk, up in [(lambda *a: content_read(*a, backend="cpp"), content_read_reference, ri.make_inputs,
                              ri.make_upstream),
                             (lambda *a: mann_memory_step(*a, backend="cpp"),

@@ -62,9 +62,9 @@ def _straight_to_cpp(memory, keys, beta, backend: str | None) -> bool:
     non-tensor, a tensor on another device, which would dispatch elsewhere) goes the long way."""
     if backend != "cpp" and (backend or os.environ.get("METALEARN_BACKEND")):
         return False
-    return (isinstance(memory, Tensor) and isinstance(keys, Tensor) and memory.device.type == "cpu"
-            and keys.device.type == "cpu" and memory.dtype in _CPP_DTYPES
-            and (beta is None or (isinstance(beta, Tensor) and beta.device.type == "cpu"))
+    return (isinstance(memory, Tensor) and isinstance(keys, Tensor) and memory.is_cpu  # is_cpu: no device object
+            and keys.is_cpu and memory.dtype in _CPP_DTYPES
+            and (beta is None or (isinstance(beta, Tensor) and beta.is_cpu))
             and not torch.compiler.is_compiling()  # traced: the checked path (Dynamo skips lru_cache wrappers)
             and _cpp_available())
 
