@@ -23,6 +23,16 @@ from torch import Tensor
 _warned_double_backward: set[str] = set()
 
 
+def warn_double_backward(qualname: str) -> None:
+    """The one warning, once per op and process, that a double backward of ``qualname`` goes through its
+    reference (every op whose backward kernel is not differentiable says it this way)."""
+    if qualname not in _warned_double_backward:
+        _warned_double_backward.add(qualname)
+        warnings.warn(f"{qualname}: its backward kernel is not differentiable, so a double backward "
+                      "(create_graph=True) recomputes the gradients through the reference implementation "
+                      "(correct, slower)", stacklevel=3)
+
+
 def _overload(qualname: str) -> torch._ops.OpOverload:
     namespace, name = qualname.split("::")
     return getattr(getattr(torch.ops, namespace), name).default
@@ -30,11 +40,7 @@ def _overload(qualname: str) -> torch._ops.OpOverload:
 
 def _differentiable_backward(qualname: str, reference: Callable, inputs: list, needs: tuple[bool, ...],
                              grads: list[Tensor]) -> tuple[Tensor | None, ...]:
-    if qualname not in _warned_double_backward:
-        _warned_double_backward.add(qualname)
-        warnings.warn(f"{qualname}: its backward kernel is not differentiable, so a double backward "
-                      "(create_graph=True) recomputes the gradients through the reference implementation "
-                      "(correct, slower)", stacklevel=2)
+    warn_double_backward(qualname)
     wrt = [x for x, need in zip(inputs, needs) if need]
     grads_wrt = iter(torch.autograd.grad(reference(*inputs), wrt, grads, create_graph=True, allow_unused=True))
     return tuple(next(grads_wrt) if need else None for need in needs)
@@ -65,11 +71,7 @@ def register_double_backward(forward: str, backward: str, fake: Callable, refere
         ctx.save_for_backward(*(inputs[i] for i in ctx.tensor_at))
 
     def backward_fn(ctx: Any, *gg):
-        if forward not in _warned_double_backward:
-            _warned_double_backward.add(forward)
-            warnings.warn(f"{forward}: its backward kernel is not differentiable, so a double backward "
-                          "(create_graph=True) recomputes the gradients through the reference implementation "
-                          "(correct, slower)", stacklevel=2)
+        warn_double_backward(forward)
         gg = [g for item in gg for g in (item if isinstance(item, (list, tuple)) else (item,))]
         # Partial derivatives of the backward op alone: the reference runs on detached copies, so that what
         # reaches the inputs through the upstream gradients' own graph is left to the outer backward.

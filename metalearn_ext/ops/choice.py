@@ -1,6 +1,7 @@
 """Which backend runs one call of an op: the forced one, or the fastest usable one for its tensors."""
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 
@@ -12,6 +13,23 @@ from metalearn_ext.ops import registry
 from metalearn_ext.ops.registry import OpSpec
 
 FASTEST_FIRST = {"cuda": ("cuda", "triton"), "cpu": ("cpp",)}  # by tensor device; "reference" after all
+
+
+@torch.compiler.assume_constant_result
+@functools.cache
+def _cpp_built(op: str) -> bool:
+    return _backends.available("cpp", op)
+
+
+def cpp_fast_path_open(op: str, requested: str | None) -> bool:
+    """Whether a call of ``op`` that asks for ``requested`` may go straight to its C++ kernel, past
+    ``check_args`` and :func:`choose_backend` (the memory ops' per-step fast path, where those cost as much as
+    the kernel): the request is "cpp" or nothing (nor ``METALEARN_BACKEND``), the call is not being traced
+    (Dynamo skips the cached availability check: traced calls take the checked path) and the cpp backend is
+    built. The caller still checks that its arguments are plain CPU tensors of a dtype the kernel takes."""
+    if requested != "cpp" and (requested or os.environ.get("METALEARN_BACKEND")):
+        return False
+    return not torch.compiler.is_compiling() and _cpp_built(op)
 
 
 def _dtype_names(dtypes: tuple[torch.dtype, ...]) -> str:

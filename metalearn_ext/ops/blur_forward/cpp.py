@@ -7,16 +7,13 @@ second-order gradients are right rather than missing.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 
+from metalearn_ext.ops.autograd import warn_double_backward
 from metalearn_ext.ops.blur_forward.reference import blur_forward_reference
 from metalearn_ext.ops.blur_forward.shapes import fake_blur_forward, fake_blur_forward_backward
-
-_warned = False
-
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     grad_pred, weights, x, eta, nu, *flags = inputs  # flags: the two activations, x_grad
@@ -25,12 +22,7 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
 
 
 def _double_backward(ctx: Any, gg_weights, gg_x, gg_eta, gg_nu):
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn("metalearn_ext::blur_forward: its backward kernel is not differentiable, so a double backward "
-                      "(create_graph=True) recomputes the gradients through the reference implementation "
-                      "(correct, slower)", stacklevel=2)
+    warn_double_backward("metalearn_ext::blur_forward")
     # Partial derivatives: the reference runs on detached copies, so that what reaches the inputs through the
     # upstream gradient's own graph is left to the outer backward rather than counted here twice.
     leaf = lambda t: t.detach().requires_grad_(t.requires_grad)  # noqa: E731

@@ -7,16 +7,13 @@ warning), so second-order gradients are right rather than missing.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 
+from metalearn_ext.ops.autograd import warn_double_backward
 from metalearn_ext.ops.blur_step.reference import blur_step_reference
 from metalearn_ext.ops.blur_step.shapes import fake_blur_step, fake_blur_step_backward
-
-_warned = False
-
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     grad_weights, grad_pred, weights, *rest = inputs
@@ -27,12 +24,7 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
 
 
 def _double_backward(ctx: Any, gg_weights, *gg_rest):
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn("metalearn_ext::blur_step: its backward kernel is not differentiable, so a double backward "
-                      "(create_graph=True) recomputes the gradients through the reference implementation "
-                      "(correct, slower)", stacklevel=2)
+    warn_double_backward("metalearn_ext::blur_step")
     # Partial derivatives: the reference runs on detached copies, so that what reaches the inputs through
     # the upstream gradients' own graph is left to the outer backward rather than counted here twice.
     leaf = lambda t: t.detach().requires_grad_(t.requires_grad)  # noqa: E731

@@ -1,15 +1,12 @@
 """`content_read`: cosine content addressing of a memory and the weighted read (specs/memory_np.md §1)."""
 from __future__ import annotations
 
-import functools
-import os
 
 import torch
 from torch import Tensor
 
-from metalearn_ext import _backends
 from metalearn_ext.ops import registry
-from metalearn_ext.ops.choice import choose_backend
+from metalearn_ext.ops.choice import choose_backend, cpp_fast_path_open
 from metalearn_ext.ops.content_read.reference import (
     COS_EPS,
     content_read_reference,
@@ -46,27 +43,15 @@ SPEC = registry.register(OpSpec(
 ))
 
 
-@torch.compiler.assume_constant_result
-@functools.cache
-def _cpp_available() -> bool:
-    return _backends.available("cpp", "content_read")
-
-
-_CPP_DTYPES = (torch.float32, torch.float64)
-
-
 def _straight_to_cpp(memory, keys, beta, backend: str | None) -> bool:
     """Whether a call is for the C++ kernel with nothing for Python to decide: the fast path of MANN's step,
     where check_args and choose_backend cost as much as the kernel. The C++ op checks the arguments with
     check_args' messages (csrc/content_read.cpp), so bad input still gets them; what it cannot see (a
     non-tensor, a tensor on another device, which would dispatch elsewhere) goes the long way."""
-    if backend != "cpp" and (backend or os.environ.get("METALEARN_BACKEND")):
-        return False
     return (isinstance(memory, Tensor) and isinstance(keys, Tensor) and memory.is_cpu  # is_cpu: no device object
-            and keys.is_cpu and memory.dtype in _CPP_DTYPES
+            and keys.is_cpu and memory.dtype in SPEC.kernels["cpp"].dtypes
             and (beta is None or (isinstance(beta, Tensor) and beta.is_cpu))
-            and not torch.compiler.is_compiling()  # traced: the checked path (Dynamo skips lru_cache wrappers)
-            and _cpp_available())
+            and cpp_fast_path_open("content_read", backend))
 
 
 def content_read(memory: Tensor, keys: Tensor, beta: Tensor | None = None,

@@ -1,16 +1,13 @@
 """`mann_memory_step`: one whole LRUA memory step of MANN — zero, write, read, usage (specs/memory_np.md §1)."""
 from __future__ import annotations
 
-import functools
 import math
-import os
 
 import torch
 from torch import Tensor
 
-from metalearn_ext import _backends
 from metalearn_ext.ops import registry
-from metalearn_ext.ops.choice import choose_backend
+from metalearn_ext.ops.choice import choose_backend, cpp_fast_path_open
 from metalearn_ext.ops.content_read import fits_shared_memory
 from metalearn_ext.ops.mann_memory_step.reference import (
     least_used,
@@ -39,26 +36,15 @@ SPEC = registry.register(OpSpec(
 ))
 
 
-@torch.compiler.assume_constant_result
-@functools.cache
-def _cpp_available() -> bool:
-    return _backends.available("cpp", "mann_memory_step")
-
-
-_CPP_DTYPES = (torch.float32, torch.float64)
-
-
 def _straight_to_cpp(tensors: tuple, gamma, backend: str | None) -> bool:
     """Whether a call is for the C++ kernel with nothing for Python to decide (as content_read's): check_args
     and choose_backend cost ~10% of the step's forward at MANN's sizes. The C++ op checks the arguments with
     check_args' messages (csrc/mann_memory_step.cpp); what it cannot see (a non-tensor, a tensor on another
     device, a gamma that is not a float) goes the long way."""
-    if backend != "cpp" and (backend or os.environ.get("METALEARN_BACKEND")):
-        return False
-    return (all(isinstance(t, Tensor) and t.is_cpu for t in tensors) and tensors[0].dtype in _CPP_DTYPES
+    return (all(isinstance(t, Tensor) and t.is_cpu for t in tensors)
+            and tensors[0].dtype in SPEC.kernels["cpp"].dtypes
             and type(gamma) is float and math.isfinite(gamma)
-            and not torch.compiler.is_compiling()  # traced: the checked path (Dynamo skips lru_cache wrappers)
-            and _cpp_available())
+            and cpp_fast_path_open("mann_memory_step", backend))
 
 
 def mann_memory_step(memory: Tensor, usage: Tensor, read_weights: Tensor, keys: Tensor, add: Tensor,
