@@ -218,6 +218,15 @@ def _with_rotations(ds: ImageDataset) -> ImageDataset:
     return ImageDataset(images, labels, names)
 
 
+def with_mirrors(ds: ImageDataset) -> ImageDataset:
+    """Each class k becomes classes 2k (as drawn) and 2k+1 (mirrored left to right, a new class named
+    ``"<name>/mirror"``): more training characters, as the rotations add them. Images (N, C, H, W)."""
+    images = torch.cat([ds.images, torch.flip(ds.images, dims=(3,))])
+    labels = torch.cat([ds.labels * 2, ds.labels * 2 + 1])
+    names = tuple(f"{n}/mirror" if m else n for n in ds.class_names for m in range(2))
+    return ImageDataset(images, labels, names)
+
+
 def omniglot_character_split(class_names: list[str], seed: int, n_test: int | None = None
                              ) -> tuple[list[int], list[int]]:
     """Indices into ``class_names`` of the seeded 1200/423-style (train, test) character split.

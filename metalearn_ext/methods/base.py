@@ -33,6 +33,7 @@ class TrainConfig:
     lr_final: float = 0.0  # the cosine schedule's last learning rate
     meta_batch: int = 16  # tasks per meta-step (split across processes under torchrun)
     clip: float | None = None  # gradient-norm clip (None: none)
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW) when > 0, scaled by the learning rate
     # ES
     population: int = 64  # members (antithetic pairs x 2)
     sigma: float = 0.05
@@ -45,6 +46,9 @@ class TrainConfig:
     def check(self, section: str) -> None:
         check_positive(self, section, "steps", "lr", "meta_batch", "clip", "population", "sigma", "checkpoint_every",
                        "max_bad_steps", "num_threads")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
+            raise ConfigError(f"config key '{section}.weight_decay': expected a finite number >= 0, got "
+                              f"{self.weight_decay!r}")
         if not 0.0 <= self.lr_final <= self.lr:
             raise ConfigError(f"config key '{section}.lr_final': expected a rate in [0, lr = {self.lr}], got "
                               f"{self.lr_final!r}")

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from metalearn_ext.config import ConfigError, check_positive
 from metalearn_ext.data import EpisodeBatch, EpisodeSampler, ImageDataset, load_digits, load_omniglot, split_classes
+from metalearn_ext.data.omniglot import with_mirrors
 from metalearn_ext.tasks.base import TaskConfig, TaskFamily, draw_items, register_task, split_purpose
 
 __all__ = ["EpisodeTask", "EpisodesTaskConfig", "load_omniglot_split"]
@@ -31,8 +32,9 @@ def load_omniglot_split(cfg: Any, split: str) -> ImageDataset:
     """Omniglot's meta-training (``split="train"``) or held-out characters for a config with
     ``root``, ``image_size``, ``rotations``, ``test_rotations``, ``split_seed``, ``test_classes``."""
     rotate = cfg.rotations if split == "train" else cfg.test_rotations
-    return load_omniglot(split, root=cfg.root, image_size=cfg.image_size, rotations=rotate, seed=cfg.split_seed,
-                         test_characters=cfg.test_classes)
+    ds = load_omniglot(split, root=cfg.root, image_size=cfg.image_size, rotations=rotate, seed=cfg.split_seed,
+                       test_characters=cfg.test_classes)
+    return with_mirrors(ds) if split == "train" and getattr(cfg, "mirrors", False) else ds
 
 
 @dataclass
@@ -49,6 +51,7 @@ class EpisodesTaskConfig(TaskConfig):
     n_query: int = 15  # queries per class
     rotations: bool = True  # training characters rotated by 90/180/270° as new classes (Omniglot)
     test_rotations: bool = False  # the same for the held-out characters
+    mirrors: bool = False  # training characters (and their rotations) mirrored left to right as new classes
     split_seed: int = 0
     test_classes: int | None = None  # held-out characters / digits (None: Omniglot 1200/1623 proportion, 5 digits)
     shift: int = 0  # training images translated by up to ± shift pixels each axis (zeros shifted in); 0: off
@@ -60,9 +63,9 @@ class EpisodesTaskConfig(TaskConfig):
         check_shift(self, section)
         check_affine(self, section)
         if self.dataset == "digits":
-            for key in ("rotations", "test_rotations"):
+            for key in ("rotations", "test_rotations", "mirrors"):
                 if getattr(self, key):
-                    raise ConfigError(f"config key '{section}.{key}': rotated digits are other digits (6, 9); "
+                    raise ConfigError(f"config key '{section}.{key}': rotated or mirrored digits are other digits (6 and 9); "
                                       f"set it false for dataset digits")
             if self.root is not None:
                 raise ConfigError(f"config key '{section}.root': the 8x8 digits ship with scikit-learn and are "

@@ -43,6 +43,14 @@ EXIT_OK, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 3, 130
 CHECKPOINT, METRICS, CONFIG = "checkpoint.pt", "metrics.jsonl", "config.yaml"
 
 
+def make_optimizer(model: torch.nn.Module, train) -> torch.optim.Optimizer:
+    """The meta-optimizer of a run: Adam at ``train.lr``, or AdamW (decoupled decay, Loshchilov & Hutter)
+    when ``train.weight_decay`` > 0."""
+    if train.weight_decay > 0:
+        return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=train.lr)
+
+
 def _method(cfg: RunConfig):
     from metalearn_ext.methods import get_method
 
@@ -65,7 +73,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # parameter init
         self.model = self.method.build_model(cfg, self.shapes)
         self.method.prepare(self.model, self.task, cfg)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
+        self.optimizer = make_optimizer(self.model, cfg.train)
         self.step_count = 0
         self.bad_in_a_row = 0
 

@@ -98,6 +98,7 @@ def test_digits_class_split():
     ({"k_shot": -1}, "task.k_shot"),
     ({"dataset": "mnist"}, "task.dataset"),
     ({"dataset": "digits"}, "task.rotations"),  # rotations default to true: rotated digits are other digits
+    ({"dataset": "digits", "rotations": False, "mirrors": True}, "task.mirrors"),
     ({"dataset": "digits", "rotations": False, "test_classes": 10}, "task.test_classes"),
     ({"dataset": "digits", "rotations": False, "root": "/data"}, "task.root"),
     ({"test_classes": 0}, "task.test_classes"),
@@ -185,3 +186,19 @@ def test_affine_augments_training_episodes_only_and_reproducibly(omniglot_root):
 def test_affine_out_of_range_names_the_key(values, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         section_from_dict(EpisodesTaskConfig, values, "task")
+
+
+def test_mirrors_double_the_training_characters_only(omniglot_root, omniglot_task):
+    mirrored = build_task(EpisodesTaskConfig(root=omniglot_root, test_classes=50, mirrors=True))
+    plain_train, train = omniglot_task.dataset("train"), mirrored.dataset("train")
+    assert train.num_classes == 2 * plain_train.num_classes == 192 * 8
+    assert train.class_names[::2] == plain_train.class_names
+    assert all(n == f"{p}/mirror" for n, p in zip(train.class_names[1::2], plain_train.class_names))
+    for c in (0, 5, 767):  # every drawing of class c, and of its mirror class 2c + 1 flipped back
+        want = plain_train.images[plain_train.labels == c]
+        assert torch.equal(train.images[train.labels == 2 * c], want)
+        assert torch.equal(torch.flip(train.images[train.labels == 2 * c + 1], dims=(3,)), want)
+        assert not torch.equal(train.images[train.labels == 2 * c + 1], want)
+    test = mirrored.dataset("test")  # held-out characters untouched
+    assert test.class_names == omniglot_task.dataset("test").class_names
+    assert torch.equal(test.images, omniglot_task.dataset("test").images)

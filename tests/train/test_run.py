@@ -322,9 +322,23 @@ def test_cosine_schedule_sets_adams_rate_at_every_step_and_resumes_on_it(tmp_pat
     assert torch.equal(_params(a), _params(b))
 
 
+def test_weight_decay_is_adamw_and_shrinks_the_parameters_beyond_adam():
+    plain, decayed = Trainer(tiny_config(train={"lr": 0.01})), Trainer(tiny_config(train={"lr": 0.01,
+                                                                                          "weight_decay": 5.0}))
+    assert type(plain.optimizer) is torch.optim.Adam and type(decayed.optimizer) is torch.optim.AdamW
+    assert decayed.optimizer.param_groups[0]["weight_decay"] == 5.0
+    assert torch.equal(_params(plain.state_dict()), _params(decayed.state_dict()))  # same start
+    for _ in range(3):
+        plain.step(), decayed.step()
+    # the same gradients at step 1; AdamW then also multiplies every parameter by (1 - lr * wd) per step
+    assert _params(decayed.state_dict()).norm() < _params(plain.state_dict()).norm()
+
+
 @pytest.mark.parametrize("train, key", [({"lr_schedule": "linear"}, "train.lr_schedule"),
                                         ({"lr": 0.01, "lr_final": 0.02}, "train.lr_final"),
-                                        ({"lr_final": -1.0}, "train.lr_final")])
+                                        ({"lr_final": -1.0}, "train.lr_final"),
+                                        ({"weight_decay": -0.1}, "train.weight_decay"),
+                                        ({"weight_decay": float("nan")}, "train.weight_decay")])
 def test_bad_schedule_keys_name_the_key(train, key):
     with pytest.raises(ConfigError, match=key):
         tiny_config(train=train)
