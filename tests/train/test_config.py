@@ -93,3 +93,11 @@ def test_streams_split_by_index_like_one_draw():
     x2, y2 = task.sample(range(2, 4), seed=1, step=2, length=6)
     assert (x == torch.cat([x1, x2])).all() and (y == torch.cat([y1, y2])).all()
     assert not (task.sample(range(4), seed=1, step=3, length=6)[0] == x).all()
+
+
+def test_blurs_linear_config_is_quick_with_one_layer_and_50_step_unrolls():
+    blur = get_method("blur")
+    assert {"quick", "linear"} <= set(blur.shipped_configs())
+    quick, linear = load_config(blur, "quick"), load_config(blur, "linear")
+    assert linear.model.hidden == [] and linear.train.unroll == 50 and linear.task.steps >= 50
+    assert linear.train.steps == quick.train.steps and linear.model.states == quick.model.states
