@@ -2,7 +2,9 @@
 genome, learned initial scale; T = 8 tasks, batches of 16, U = 10 learning steps, a query batch of 64): initial
 synapses, the unroll, the query cross-entropy after it and its gradient w.r.t. every meta-parameter, float32,
 on one thread. Variants side by side: the reference eager, the reference under torch.compile, the cpp ops one
-op at a time (fused=False) and the fused learning step (one blur_step call per step, fused=True).
+op at a time (fused=False) and the fused learning step (one blur_step call per step, fused=True); the fused one
+again on all the process's threads (torch.get_num_threads(), e.g. 2 on a 2-core CPU) when that is more than one:
+its kernels split the T copies over the threads.
 
 Correctness first: each variant's loss and meta-gradients (float32) must match the float64 reference within
 1e-4 (relative), else its row reports ok=False and no speed. Inputs are random (speed does not depend on
@@ -81,7 +83,7 @@ def _settings(name: str) -> tuple[str, bool, bool]:
 
 def run(device: str = "cpu") -> list[dict]:
     """Rows: op, variant, device, threads, ok, error[, median_ms, compile_s, speedup_vs_reference,
-    speedup_vs_reference+compile]."""
+    speedup_vs_reference+compile] (speedups against the baselines on as many threads: the 1-thread rows)."""
     if device != "cpu":
         return [dict(op="blur_meta_step", variant="-", device=device, ok=True, error=None,
                      skipped="the fused step has a cpp (CPU) kernel only")]
@@ -93,11 +95,13 @@ def run(device: str = "cpu") -> list[dict]:
     rows = []
     try:
         want = meta_step_fn(_model("reference", False, torch.float64), _data(torch.float64), False)()
-        for name in VARIANTS:
+        runs = [(name, 1) for name in VARIANTS] + ([("cpp fused", threads)] if threads > 1 else [])
+        for name, n in runs:
             if only and name not in only:
                 continue
+            torch.set_num_threads(n)
             backend, fused, compiled = _settings(name)
-            row = dict(op="blur_meta_step", variant=name, device=device, threads=1,
+            row = dict(op="blur_meta_step", variant=name, device=device, threads=n,
                        setting=f"{'-'.join(map(str, SIZES))} k={STATES} T={T} batch={BATCH} U={UNROLL}")
             rows.append(row)
             if backend == "cpp" and not cpp_ok.available:
@@ -113,11 +117,11 @@ def run(device: str = "cpu") -> list[dict]:
                 row["median_ms"] = 1e3 * median_seconds(step, device, min_run_time=1.0)
     finally:
         torch.set_num_threads(threads)
-    base = {r["variant"]: r["median_ms"] for r in rows if "median_ms" in r}
+    base = {(r["variant"], r["threads"]): r["median_ms"] for r in rows if "median_ms" in r}
     for r in rows:
         for b in ("reference", "reference+compile"):
-            if "median_ms" in r and b in base:
-                r[f"speedup_vs_{b}"] = base[b] / r["median_ms"]
+            if "median_ms" in r and (b, r["threads"]) in base:
+                r[f"speedup_vs_{b}"] = base[b, r["threads"]] / r["median_ms"]
     return rows
 
 
@@ -135,11 +139,14 @@ def format_rows(rows: list[dict]) -> str:
             ratio = lambda b: f"{r[f'speedup_vs_{b}']:.2f}" if f"speedup_vs_{b}" in r else "-"  # noqa: E731
             lines.append(f"{where} {r['median_ms']:>10.2f} {r['first_call_s']:>8.2f} {ratio('reference'):>7} "
                          f"{ratio('reference+compile'):>10}")
-    fused = next((r for r in rows if r["variant"] == "cpp fused" and "median_ms" in r), None)
-    if fused is not None:
-        x = fused.get("speedup_vs_reference+compile")
-        lines.append(f"targets (fused): <= {TARGET_MS:g} ms: {'met' if fused['median_ms'] <= TARGET_MS else 'not met'}"
-                     f" ({fused['median_ms']:.2f} ms); >= {TARGET_X_COMPILED:g}x the compiled reference: "
+    fused = [r for r in rows if r["variant"] == "cpp fused" and "median_ms" in r]
+    if fused:
+        best = min(r["median_ms"] for r in fused)
+        x = next((r["speedup_vs_reference+compile"] for r in fused if "speedup_vs_reference+compile" in r), None)
+        times = ", ".join(f"{r['median_ms']:.2f} ms on {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+                          for r in fused)
+        lines.append(f"targets (fused): <= {TARGET_MS:g} ms: {'met' if best <= TARGET_MS else 'not met'} ({times}); "
+                     f">= {TARGET_X_COMPILED:g}x the compiled reference (1 thread): "
                      + ("-" if x is None else f"{'met' if x >= TARGET_X_COMPILED else 'not met'} ({x:.2f}x)"))
     return "\n".join(lines)
 

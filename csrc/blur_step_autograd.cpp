@@ -27,7 +27,7 @@ using BackwardSig = std::tuple<std::vector<Tensor>, Tensor, Tensor, Tensor, Tens
                                                at::TensorList, const Tensor&, const Tensor&, const Tensor&,
                                                const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                                const Tensor&, const Tensor&, const Tensor&, bool, bool,
-                                               c10::string_view, c10::string_view);
+                                               c10::string_view, c10::string_view, bool);
 
 constexpr int64_t kGenome = 8;  // f, eta, f_hebb, eta_hebb, nu, mu, nu_hebb, mu_hebb
 constexpr int64_t kFlags = 4;   // normalize, oja, hidden_activation, output_activation
@@ -82,9 +82,10 @@ class BlurStepFunction : public torch::autograd::Function<BlurStepFunction> {
     const auto hidden = ctx->saved_data["hidden"].toStringRef(), output = ctx->saved_data["output"].toStringRef();
     const bool normalize = ctx->saved_data["normalize"].toBool(), oja = ctx->saved_data["oja"].toBool();
     const std::optional<Tensor> grad_pred = grads[L].defined() ? std::optional<Tensor>(grads[L]) : std::nullopt;
+    const bool x_grad = ctx->needs_input_grad(L);  // the standardized inputs of a meta-step need none
     auto call = [&] {
       return backward_op().call(grad_weights, grad_pred, weights, in[0], in[1], in[2], in[3], in[4], in[5], in[6],
-                                in[7], in[8], in[9], normalize, oja, hidden, output);
+                                in[7], in[8], in[9], normalize, oja, hidden, output, x_grad);
     };
     std::tuple<std::vector<Tensor>, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> g;
     if (torch::autograd::GradMode::is_enabled()) {  // create_graph=True: record a differentiable backward
@@ -104,6 +105,7 @@ class BlurStepFunction : public torch::autograd::Function<BlurStepFunction> {
       int64_t i = 0;
       ((rest[i++] = std::move(ts)), ...);
     }, g);
+    if (!x_grad) result[L] = Tensor();
     return result;
   }
 };

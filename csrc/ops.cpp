@@ -55,10 +55,10 @@ TORCH_LIBRARY(metalearn_ext, m) {
         " Tensor nu, Tensor mu, Tensor nu_hebb, Tensor mu_hebb, bool normalize, bool oja, str hidden_activation,"
         " str output_activation) -> (Tensor[], Tensor)");
   // Gradients w.r.t. weights, x, code and the eight genome tensors, recomputed from the inputs; a missing
-  // (None) upstream gradient counts as zero.
+  // (None) upstream gradient counts as zero; x_grad=False skips x's (zeros).
   m.def("blur_step_backward(Tensor?[] grad_weights, Tensor? grad_pred, Tensor[] weights, Tensor x, Tensor code,"
         " Tensor f, Tensor eta, Tensor f_hebb, Tensor eta_hebb, Tensor nu, Tensor mu, Tensor nu_hebb, Tensor mu_hebb,"
-        " bool normalize, bool oja, str hidden_activation, str output_activation)"
+        " bool normalize, bool oja, str hidden_activation, str output_activation, bool x_grad=True)"
         " -> (Tensor[], Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // specs/blur.md §2, the forward pass alone (nn.BLUR.predict; the forward half of blur_step): states start at zero
   // with x (T,batch,n_0) in state 0 of layer 0, a <- sigma(eta*propagate(a, w, nu)) through every layer; weights,

@@ -15,6 +15,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -184,13 +185,14 @@ void write_gene_grads(const std::vector<T>& grads, const BlurStepGenome& genome,
     }
     const bool per_copy = g.dim() == (ref.matrix ? 4 : 2);
     const int64_t m = ref.matrix ? k * k : 1;
-    auto o = at::zeros(g.sizes(), g.options());
+    auto o = at::empty(g.sizes(), g.options());  // every element written: no zero fill
     T* op = o.mutable_data_ptr<T>();
     for (int64_t l = 0; l < L; ++l)
       for (int64_t t = 0; t < Tn; ++t) {
         T* dst = op + (per_copy ? l * Tn + t : l) * m;
         const T* src = grads.data() + (t * L + l) * G + ref.slot;
-        for (int64_t e = 0; e < m; ++e) dst[e] += src[e];
+        if (per_copy || t == 0) std::copy_n(src, m, dst);
+        else for (int64_t e = 0; e < m; ++e) dst[e] += src[e];
       }
     out[which++] = std::move(o);
   }
@@ -255,7 +257,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> step_forward_direct(at::TensorLi
 metalearn_ext::BlurStepGrads step_backward_direct(const c10::List<std::optional<at::Tensor>>& grad_weights,
                                                   const std::optional<at::Tensor>& grad_pred, at::TensorList weights,
                                                   const at::Tensor& x, const at::Tensor& code,
-                                                  const BlurStepGenome& genome, const BlurStepOptions& opt) {
+                                                  const BlurStepGenome& genome, const BlurStepOptions& opt,
+                                                  bool x_grad) {
   const char* op = "blur_step_backward";
   metalearn_ext::check_blur_step_args(weights, x, code, genome, op);
   const int64_t L = static_cast<int64_t>(weights.size()), Tn = x.size(0), B = x.size(1), k = weights[0].size(3);
@@ -276,7 +279,7 @@ metalearn_ext::BlurStepGrads step_backward_direct(const c10::List<std::optional<
     return out;
   }
   for (int64_t l = 0; l < L; ++l) out.weights[l] = at::empty(weights[l].sizes(), weights[l].options());
-  out.x = at::empty({Tn, B, x.size(2)}, x.options());
+  out.x = x_grad ? at::empty({Tn, B, x.size(2)}, x.options()) : at::zeros({}, x.options()).expand(x.sizes());
   out.code = at::empty({Tn, B, C}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "blur_step_backward_cpu", [&] {
     const auto genes = read_genes<scalar_t>(genome, Tn, L, k, op);
@@ -292,7 +295,8 @@ metalearn_ext::BlurStepGrads step_backward_direct(const c10::List<std::optional<
     a.grad_new = gn.data();
     if (has_pred) a.grad_pred = strided<scalar_t>(*grad_pred);
     a.grad_w = gw.data();
-    a.grad_x = out.x.mutable_data_ptr<scalar_t>();
+    a.grad_x = x_grad ? out.x.mutable_data_ptr<scalar_t>() : nullptr;
+    a.skip_grad_x = !x_grad;
     a.grad_code = out.code.mutable_data_ptr<scalar_t>();
     a.grad_genes = gene_grads.data();
     run(a, Tn, Mode::kStepBackward);
@@ -322,17 +326,18 @@ blur_step_backward_cpu(const c10::List<std::optional<at::Tensor>>& grad_weights,
                        const at::Tensor& code, const at::Tensor& f, const at::Tensor& eta, const at::Tensor& f_hebb,
                        const at::Tensor& eta_hebb, const at::Tensor& nu, const at::Tensor& mu,
                        const at::Tensor& nu_hebb, const at::Tensor& mu_hebb, bool normalize, bool oja,
-                       c10::string_view hidden, c10::string_view output) {
+                       c10::string_view hidden, c10::string_view output, bool x_grad) {
   const char* op = "blur_step_backward";
   const BlurStepGenome genome{f, eta, f_hebb, eta_hebb, nu, mu, nu_hebb, mu_hebb};
   const auto opt = options(normalize, oja, hidden, output, op);
   metalearn_ext::BlurStepGrads g;
   if (!composed_requested()) {
-    g = step_backward_direct(grad_weights, grad_pred, weights, x, code, genome, opt);
+    g = step_backward_direct(grad_weights, grad_pred, weights, x, code, genome, opt, x_grad);
   } else {
     check_states(weights, op);
     g = metalearn_ext::blur_step_backward(grad_weights, grad_pred, weights, x, code, genome, opt,
                                           metalearn_ext::cpu_blur_products());
+    if (!x_grad) g.x = at::zeros({}, x.options()).expand(x.sizes());  // as the direct kernel's
   }
   const auto& G = g.genome;
   return {std::move(g.weights), g.x, g.code, G.f, G.eta, G.f_hebb, G.eta_hebb, G.nu, G.mu, G.nu_hebb, G.mu_hebb};

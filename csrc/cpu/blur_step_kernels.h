@@ -72,7 +72,7 @@ struct StepArgs {
   T* const* grad_w;  // L
   T *grad_x, *grad_code;
   T* grad_genes;  // (T, L, gene_slots(k))
-  bool skip_grad_x;  // blur_forward's backward: x needs no gradient (grad_x is not written)
+  bool skip_grad_x;  // x needs no gradient (grad_x is not written): layer 0's gradients are taken from x alone
 };
 
 #if METALEARN_SIMD
@@ -359,7 +359,7 @@ template <typename T>
 struct Workspace {
   std::vector<T*> fwd, post, msg_fwd, msg_bwd, wt;  // states of every layer; wt: the synapses, (k, J, Ip)
   std::vector<T*> g_post, g_fwd, g_wt;              // backward only
-  T *mixed, *mixed2, *trans, *syn, *syn2, *colv, *colv2, *colv3, *gz, *gm;
+  T *mixed, *mixed2, *trans, *syn, *syn2, *colv, *colv2, *colv3, *hs, *gz, *gm;
   std::vector<T> genes;                             // one copy's gene gradients (L, gene_slots)
   std::vector<int64_t> Ip;
   std::vector<std::vector<int64_t>> perm;  // per layer, n = j·k + c → c·J + j: where column n of (J, k) goes
@@ -389,19 +389,24 @@ struct Workspace {
     auto sy = [&](int64_t l) { return k * a.n[l + 1] * Ip[l]; };
     int64_t total = 0;
     std::vector<std::pair<T**, int64_t>> plan;  // (where to put the pointer, how many elements)
-    auto take = [&](T** where, int64_t count) { plan.emplace_back(where, count); total += count; };
+    // every buffer starts on a 64-byte boundary: no vector load or store of a padded row splits a cache line
+    auto take = [&](T** where, int64_t count) {
+      count = padded(count, kPad<T>);
+      plan.emplace_back(where, count);
+      total += count;
+    };
     fwd.assign(L + 1, nullptr), post.assign(L + 1, nullptr), msg_fwd.assign(L, nullptr), msg_bwd.assign(L, nullptr);
     wt.assign(L, nullptr);
     for (int64_t l = 0; l <= L; ++l) take(&fwd[l], sp(l));
     for (int64_t l = 0; l < L; ++l) take(&msg_fwd[l], sp(l + 1));
     for (int64_t l = 0; l < L; ++l) take(&wt[l], sy(l));
     take(&mixed, max_state), take(&trans, max_trans);
-    mixed2 = syn = syn2 = colv = colv2 = colv3 = gz = gm = nullptr;
+    mixed2 = syn = syn2 = colv = colv2 = colv3 = hs = gz = gm = nullptr;
     if (!forward_only) {
       for (int64_t l = 1; l <= L; ++l) take(&post[l], sp(l));
       for (int64_t l = 1; l < L; ++l) take(&msg_bwd[l], sp(l));
       take(&mixed2, max_state), take(&syn, max_syn), take(&syn2, max_syn);
-      take(&colv, max_col), take(&colv2, max_col), take(&colv3, max_col);
+      take(&colv, max_col), take(&colv2, max_col), take(&colv3, max_col), take(&hs, k);
     }
     if (backward && forward_only) take(&syn, max_syn);  // forward_states_backward's scratch
     if (backward) {
@@ -412,8 +417,9 @@ struct Workspace {
       take(&gz, max_state), take(&gm, max_state);
       genes.resize(L * gene_slots(k));
     }
-    storage.assign(total, T(0));  // zeros: the padding of every buffer starts (and stays) zero
+    storage.assign(total + kPad<T>, T(0));  // zeros: the padding of every buffer starts (and stays) zero
     T* p = storage.data();
+    p += (kPad<T> - reinterpret_cast<uintptr_t>(p) / sizeof(T) % kPad<T>) % kPad<T>;
     for (auto& [where, count] : plan) *where = p, p += count;
     post[0] = fwd[0];  // the input layer keeps the data
   }
@@ -494,18 +500,31 @@ METALEARN_INLINE void step_states(const StepArgs<T>& a, int64_t t, Workspace<T>&
   }
 }
 
-// The Hebbian update of layer l before its epilogue: p = ν̃ᵀ·post[l] (k, I, Bp) in ws.mixed, its transpose in
-// ws.trans, q = μ̃·post[l+1] (k, J, Bp) in ws.mixed2, hebb (k, J, Ip) in ws.syn, and per (c, j)
-// alpha = f̃ − η̃·Σ_b q² (oja) or f̃ in ws.colv, Σ_b q² in ws.colv2.
+// The Hebbian update of layer l before its epilogue, hebb[c] = hs[c]·H[c]: q = μ̃·post[l+1] (k, J, Bp) in
+// ws.mixed2, H (k, J, Ip) in ws.syn, hs (k) in ws.hs, and per (c, j) alpha = f̃ − η̃·Σ_b q² (oja) or f̃ in
+// ws.colv, Σ_b q² in ws.colv2. A hidden layer: p = ν̃ᵀ·post[l] (k, I, Bp) in ws.mixed, H[c] = q[c]·p[c]ᵀ, hs = 1.
+// Layer 0 holds x in state 0 and zeros, so p[c] = ν̃[0][c]·x: H[c] = q[c]·xᵀ and hs[c] = ν̃[0][c], one plane
+// transposed instead of k, and the gradients of ν̃ and q need no p (backward_copy).
 template <typename T, int VL>
 METALEARN_INLINE void hebbian_terms(const StepArgs<T>& a, int64_t t, int64_t l, Workspace<T>& ws) {
   const int64_t k = a.k, B = a.B, Bp = ws.Bp, I = a.n[l], J = a.n[l + 1], Ip = ws.Ip[l];
   const T* g = a.genes + (t * a.L + l) * gene_slots(k);
-  mix_planes<T, VL>(g + kMatrices + 2 * k * k, true, ws.post[l], ws.mixed, k, I * Bp, false);       // p[c] = Σ_e ν̃[e][c] pre[e]
+  const T* nuh = g + kMatrices + 2 * k * k;
   mix_planes<T, VL>(g + kMatrices + 3 * k * k, false, ws.post[l + 1], ws.mixed2, k, J * Bp, false);  // q[c] = Σ_d μ̃[c][d] post[d]
-  transpose_planes<T, VL>(ws.mixed, k, I, Bp, B, ws.trans, Ip);
-  for (int64_t c = 0; c < k; ++c)
-    rows_product<T, VL>(ws.syn + c * J * Ip, false, ws.mixed2 + c * J * Bp, Bp, 1, J, B, ws.trans + c * Bp * Ip, Ip);
+  if (l == 0) {
+    transpose_planes<T, VL>(ws.post[0], 1, I, Bp, B, ws.trans, Ip);
+    for (int64_t c = 0; c < k; ++c) {
+      rows_product<T, VL>(ws.syn + c * J * Ip, false, ws.mixed2 + c * J * Bp, Bp, 1, J, B, ws.trans, Ip);
+      ws.hs[c] = nuh[c];  // ν̃[0][c]
+    }
+  } else {
+    mix_planes<T, VL>(nuh, true, ws.post[l], ws.mixed, k, I * Bp, false);  // p[c] = Σ_e ν̃[e][c] pre[e]
+    transpose_planes<T, VL>(ws.mixed, k, I, Bp, B, ws.trans, Ip);
+    for (int64_t c = 0; c < k; ++c) {
+      rows_product<T, VL>(ws.syn + c * J * Ip, false, ws.mixed2 + c * J * Bp, Bp, 1, J, B, ws.trans + c * Bp * Ip, Ip);
+      ws.hs[c] = T(1);
+    }
+  }
   const T fh = g[kFHebb], etah = g[kEtaHebb];
   for (int64_t cj = 0; cj < k * J; ++cj) {
     const T* q = ws.mixed2 + cj * Bp;
@@ -530,8 +549,8 @@ METALEARN_INLINE void forward_copy(const StepArgs<T>& a, int64_t t, Workspace<T>
     for (int64_t cj = 0; cj < k * J; ++cj) {  // u = alpha·w + η̃·hebb, then / ‖u‖ over the inputs
       T* u = ws.syn + cj * Ip;
       const T* w = ws.wt[l] + cj * Ip;
-      const T alpha = ws.colv[cj];
-      for (int64_t i = 0; i < Ip; i += VL) vst(u + i, alpha * vld<V>(w + i) + etah * vld<V>(u + i));
+      const T alpha = ws.colv[cj], eh = etah * ws.hs[cj / J];
+      for (int64_t i = 0; i < Ip; i += VL) vst(u + i, alpha * vld<V>(w + i) + eh * vld<V>(u + i));
       if (a.normalize) {
         const T r = T(1) / std::sqrt(dot<T, VL>(u, u, Ip) + a.eps);
         for (int64_t i = 0; i < Ip; i += VL) vst(u + i, vld<V>(u + i) * r);
@@ -597,7 +616,7 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
   using V = Vec<T, VL>;
   const int64_t L = a.L, B = a.B, k = a.k, kk = k * k, Bp = ws.Bp, G = gene_slots(k), C = a.n[L];
   step_states<T, VL>(a, t, ws);
-  for (int64_t l = 0; l <= L; ++l) std::fill_n(ws.g_post[l], k * a.n[l] * Bp, T(0));
+  for (int64_t l = a.skip_grad_x ? 1 : 0; l <= L; ++l) std::fill_n(ws.g_post[l], k * a.n[l] * Bp, T(0));
   for (int64_t l = 1; l <= L; ++l) std::fill_n(ws.g_fwd[l], k * a.n[l] * Bp, T(0));
   for (int64_t l = 0; l < L; ++l) std::fill_n(ws.g_wt[l], k * a.n[l + 1] * ws.Ip[l], T(0));
   std::fill(ws.genes.begin(), ws.genes.end(), T(0));
@@ -610,20 +629,20 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
     const T* g = a.genes + (t * L + l) * G;
     T* gg = ws.genes.data() + l * G;
     const T etah = g[kEtaHebb];
-    hebbian_terms<T, VL>(a, t, l, ws);  // p: mixed, pᵀ: trans, q: mixed2, hebb: syn, alpha: colv, Σ_b q²: colv2
+    hebbian_terms<T, VL>(a, t, l, ws);  // q: mixed2, H: syn, hs, alpha: colv, Σ_b q²: colv2 (hidden: p: mixed)
     read_synapses<T, VL>(gn, t, I, J, k, ws.syn2, Ip, ws.perm[l].data());  // the upstream gradient, (k, J, Ip)
     T g_decay = 0, g_lr = 0;
     for (int64_t cj = 0; cj < k * J; ++cj) {
       const T* w = ws.wt[l] + cj * Ip;
-      const T* hebb = ws.syn + cj * Ip;
+      const T* H = ws.syn + cj * Ip;
       T* gu = ws.syn2 + cj * Ip;
-      const T alpha = ws.colv[cj];
+      const T alpha = ws.colv[cj], hs = ws.hs[cj / J], eh = etah * hs;
       if (a.normalize) {  // out = u·r, r = (Σ_i u² + eps)^(-1/2): grad_u = r·(grad − out·Σ_i grad·out)
         T uu = 0, gdu = 0;
         {
           V acc_uu = V{} + T(0), acc_gu = acc_uu;
           for (int64_t i = 0; i < Ip; i += VL) {
-            const V u = alpha * vld<V>(w + i) + etah * vld<V>(hebb + i);
+            const V u = alpha * vld<V>(w + i) + eh * vld<V>(H + i);
             acc_uu += u * u;
             acc_gu += vld<V>(gu + i) * u;
           }
@@ -631,7 +650,7 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
         }
         const T r = T(1) / std::sqrt(uu + a.eps), dotg = gdu * r;  // dotg = Σ_i grad·out
         for (int64_t i = 0; i < Ip; i += VL) {
-          const V out = (alpha * vld<V>(w + i) + etah * vld<V>(hebb + i)) * r;
+          const V out = (alpha * vld<V>(w + i) + eh * vld<V>(H + i)) * r;
           vst(gu + i, r * (vld<V>(gu + i) - out * dotg));
         }
       }
@@ -641,20 +660,22 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
         const V gv = vld<V>(gu + i);
         vst(gw + i, vld<V>(gw + i) + alpha * gv);
         acc_w += gv * vld<V>(w + i);
-        acc_h += gv * vld<V>(hebb + i);
-        vst(gu + i, etah * gv);  // from here on syn2 holds the gradient of hebb, η̃·grad_u
+        acc_h += gv * vld<V>(H + i);
+        vst(gu + i, eh * gv);  // from here on syn2 holds the gradient of H, hs·η̃·grad_u
       }
-      const T g_alpha = hsum<T, VL>(acc_w);  // Σ_i grad_u·w
+      const T g_alpha = hsum<T, VL>(acc_w), g_h = hsum<T, VL>(acc_h);  // Σ_i grad_u·w, Σ_i grad_u·H
       g_decay += g_alpha;
-      g_lr += hsum<T, VL>(acc_h) - (a.oja ? g_alpha * ws.colv2[cj] : T(0));
+      g_lr += hs * g_h - (a.oja ? g_alpha * ws.colv2[cj] : T(0));
       ws.colv3[cj] = g_alpha;
+      if (l == 0) gg[kMatrices + 2 * kk + cj / J] += etah * g_h;  // grad ν̃[0][c] = Σ grad_hebb·H (ν̃[e > 0]: 0)
     }
     gg[kFHebb] += g_decay;
     gg[kEtaHebb] += g_lr;
-    // grad_q[c][j] = Σ_i ghebb[c][j][i]·p[c][i] (− 2η̃·q·Σ_i grad_u·w with Oja); grad_p[c][i] = Σ_j ghebb[c][j][i]·q[c][j]
+    // grad_q[c][j] = Σ_i grad_H[c][j][i]·P[c][i] (− 2η̃·q·Σ_i grad_u·w with Oja), P = p on a hidden layer, x on
+    // layer 0 (p = hs·P)
     for (int64_t c = 0; c < k; ++c) {
-      rows_product<T, VL>(ws.gm + c * J * Bp, false, ws.syn2 + c * J * Ip, Ip, 1, J, I, ws.mixed + c * I * Bp, Bp);
-      rows_product<T, VL>(ws.gz + c * I * Bp, false, ws.syn2 + c * J * Ip, 1, Ip, I, J, ws.mixed2 + c * J * Bp, Bp);
+      const T* pc = l == 0 ? ws.post[0] : ws.mixed + c * I * Bp;
+      rows_product<T, VL>(ws.gm + c * J * Bp, false, ws.syn2 + c * J * Ip, Ip, 1, J, I, pc, Bp);
     }
     if (a.oja) {
       for (int64_t cj = 0; cj < k * J; ++cj) {
@@ -664,10 +685,20 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
         for (int64_t b = 0; b < Bp; b += VL) vst(gq + b, vld<V>(gq + b) + s * vld<V>(q + b));
       }
     }
-    const T* nuh = g + kMatrices + 2 * kk;
+    if (l == 0) {
+      // only x (state 0) has a gradient to take: grad_x += Σ_c ν̃[0][c]·grad_p[c] = Σ_{c,j} grad_H[c][j]·q[c][j],
+      // one product over the k·J rows
+      if (!a.skip_grad_x)
+        rows_product<T, VL>(ws.g_post[0], true, ws.syn2, 1, Ip, I, k * J, ws.mixed2, Bp);
+    } else {
+      // grad_p[c][i] = Σ_j grad_H[c][j][i]·q[c][j]
+      for (int64_t c = 0; c < k; ++c)
+        rows_product<T, VL>(ws.gz + c * I * Bp, false, ws.syn2 + c * J * Ip, 1, Ip, I, J, ws.mixed2 + c * J * Bp, Bp);
+      const T* nuh = g + kMatrices + 2 * kk;
+      mix_planes<T, VL>(nuh, false, ws.gz, ws.g_post[l], k, I * Bp, true);            // grad_pre[e] += Σ_c ν̃[e][c] grad_p[c]
+      mix_grad<T, VL>(ws.post[l], ws.gz, k, I * Bp, gg + kMatrices + 2 * kk);  // grad ν̃[e][c] += Σ pre[e]·grad_p[c]
+    }
     const T* muh = g + kMatrices + 3 * kk;
-    mix_planes<T, VL>(nuh, false, ws.gz, ws.g_post[l], k, I * Bp, true);             // grad_pre[e] += Σ_c ν̃[e][c] grad_p[c]
-    mix_grad<T, VL>(ws.post[l], ws.gz, k, I * Bp, gg + kMatrices + 2 * kk);   // grad ν̃[e][c] += Σ pre[e]·grad_p[c]
     mix_planes<T, VL>(muh, true, ws.gm, ws.g_post[l + 1], k, J * Bp, true);          // grad_post[d] += Σ_c μ̃[c][d] grad_q[c]
     mix_grad<T, VL>(ws.gm, ws.post[l + 1], k, J * Bp, gg + kMatrices + 3 * kk);  // grad μ̃[c][d] += Σ grad_q[c]·post[d]
   }
@@ -719,7 +750,7 @@ METALEARN_INLINE void backward_copy(const StepArgs<T>& a, int64_t t, Workspace<T
 
   {  // outputs: x was state 0 of layer 0; the synapse gradients back to (I, J, k)
     const int64_t D = a.n[0];
-    transpose<T, VL>(RowMap<const T>{ws.g_post[0], Bp}, RowMap<T>{a.grad_x + t * B * D, D}, D, B);
+    if (!a.skip_grad_x) transpose<T, VL>(RowMap<const T>{ws.g_post[0], Bp}, RowMap<T>{a.grad_x + t * B * D, D}, D, B);
     for (int64_t l = 0; l < L; ++l) {
       const int64_t I = a.n[l], J = a.n[l + 1], Ip = ws.Ip[l];
       write_synapses<T, VL>(ws.g_wt[l], Ip, I, J, k, a.grad_w[l] + t * I * J * k, ws.perm[l].data());

@@ -127,6 +127,35 @@ def test_strided_upstream_gradients():
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-11)
 
 
+@pytest.mark.parametrize("case", [((6, 4, 3), 2, 5), ((33, 18, 5), 4, 17), ((64, 20, 5), 2, 16), ((16, 16), 3, 1)],
+                         ids=lambda c: f"{'-'.join(map(str, c[0]))}_k{c[1]}_B{c[2]}")
+@pytest.mark.parametrize("flags", [(True, True, "relu_tanh", "tanh"), (False, False, "tanh", "identity")],
+                         ids=["norm+oja", "plain"])
+def test_backward_without_x_gradient(case, flags):
+    """x_grad=False (what the autograd node passes when x needs no gradient, as a meta-step's standardized inputs)
+    skips x's gradient and the work only it needs: every other gradient as with x_grad=True, x's zeros."""
+    sizes, k, B = case
+    leaves, args = make_inputs(sizes, k, "per_copy", T=2, B=B, seed=B + k)
+    weights, x, code, *genes = [[w.detach() for w in args[0]], *(a.detach() for a in args[1:])]
+    g = torch.Generator().manual_seed(3)
+    ups = [torch.randn(w.shape, generator=g, dtype=torch.float64) for w in weights]
+    op = torch.ops.metalearn_ext.blur_step_backward
+    for grad_pred in (torch.randn(2, B, sizes[-1], generator=g, dtype=torch.float64), None):
+        full = op(ups, grad_pred, weights, x, code, *genes, *flags, True)
+        part = op(ups, grad_pred, weights, x, code, *genes, *flags, False)
+        for a, b in zip([*full[0], *full[2:]], [*part[0], *part[2:]]):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+        assert part[1].shape == x.shape and not part[1].any()
+    # Through autograd (x a plain input, so the node passes x_grad=False): the reference's gradients.
+    L = len(weights)
+    rest = [t for i, t in enumerate(leaves) if i != L]
+    args = [args[0], x, *args[2:]]
+    got = outputs_and_grads(lambda *a: blur_step(*a, backend="cpp"), rest, args, flags)[1]
+    want = outputs_and_grads(blur_step_reference, rest, args, flags)[1]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+
+
 def test_non_finite_update_genes_raise_naming_them():
     _, args = make_inputs((6, 4, 3), 2, "per_copy", dtype=torch.float32, seed=15)
     weights, x, code, *genes = [[w.detach() for w in args[0]], *(a.detach() for a in args[1:])]

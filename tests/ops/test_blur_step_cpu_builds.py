@@ -34,6 +34,13 @@ for sizes, k, genome, B, flags in cases:
             res.append([*new, pred, *(torch.zeros_like(t) if d is None else d for d, t in zip(grads, lv))])
         for a, b in zip(res[1], res[0]):
             torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol * max(1.0, b.abs().max().item()))
+        # without x's gradient (x_grad=False): the same other gradients
+        low = [t.detach() for t in low]
+        largs = [low[:L], low[L], low[L + 1], *(v.expand(L, *v.shape[1:]) for v in low[L + 2:])]
+        ups = [torch.randn(w.shape, generator=torch.Generator().manual_seed(2), dtype=dtype) for w in low[:L]]
+        full, part = (torch.ops.metalearn_ext.blur_step_backward(ups, None, *largs, *flags, xg) for xg in (True, False))
+        for a, b in zip([*full[0], *full[2:]], [*part[0], *part[2:]]):
+            torch.testing.assert_close(b, a, rtol=rtol, atol=atol * max(1.0, a.abs().max().item()))
 from metalearn_ext.ops.blur_forward import blur_forward, blur_forward_reference
 from tests.ops.test_blur_forward import make_inputs as forward_inputs
 for sizes, k, genome, B in (((33, 18, 5), 4, "per_copy", 17), ((64, 20, 5), 2, "per_layer", 64)):

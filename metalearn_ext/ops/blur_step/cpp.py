@@ -16,8 +16,8 @@ from metalearn_ext.ops.blur_step.reference import blur_step_reference
 from metalearn_ext.ops.blur_step.shapes import fake_blur_step, fake_blur_step_backward
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-    grad_weights, grad_pred, weights, *rest = inputs
-    ctx.L, ctx.flags = len(weights), rest[10:]
+    grad_weights, grad_pred, weights, *rest = inputs  # rest: x, code, the genome, the flags, x_grad
+    ctx.L, ctx.flags, ctx.non_tensors = len(weights), rest[10:14], len(rest) - 10
     ctx.grad_present = [g is not None for g in (*grad_weights, grad_pred)]
     upstream = [g for g in (*grad_weights, grad_pred) if g is not None]
     ctx.save_for_backward(*upstream, *weights, *rest[:10])
@@ -46,7 +46,7 @@ def _double_backward(ctx: Any, gg_weights, *gg_rest):
     pick = lambda t: None if t is None else got.get(id(t))  # noqa: E731
     g_up = [pick(u) for u in upstream]
     return (g_up[:L], g_up[L], [pick(w) for w in inputs[:L]], *(pick(t) for t in inputs[L:]),
-            *(None for _ in ctx.flags))
+            *(None for _ in range(ctx.non_tensors)))
 
 
 def register() -> None:
