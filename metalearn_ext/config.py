@@ -84,11 +84,19 @@ def section_from_dict(cls: type, values: dict | None, section: str) -> Any:
 
 
 def check_positive(obj: Any, section: str, *names: str) -> None:
-    """ConfigError naming ``section.name`` for the first of ``names`` that is set and not > 0."""
+    """ConfigError naming ``section.name`` for the first of ``names`` that is set and not > 0 (NaN too)."""
     for name in names:
         v = getattr(obj, name)
-        if v is not None and v <= 0:
+        if v is not None and not v > 0:
             raise ConfigError(f"config key '{section}.{name}': must be positive, got {v!r}")
+
+
+def check_non_negative(obj: Any, section: str, *names: str) -> None:
+    """ConfigError naming ``section.name`` for the first of ``names`` that is set and not >= 0 (NaN too)."""
+    for name in names:
+        v = getattr(obj, name)
+        if v is not None and not v >= 0:
+            raise ConfigError(f"config key '{section}.{name}': must be >= 0, got {v!r}")
 
 
 class RunConfig:

@@ -26,7 +26,8 @@ Splits:
     ``test_characters`` sets the size of ``"test"`` instead (e.g. 50: 192/50 on the small archives).
 With ``rotations=True`` every character of the chosen split also appears rotated by 90, 180 and
 270 degrees as three new classes named ``"<Alphabet>/<characterNN>/rot090"`` etc.; rotations
-never cross a split, since they are added after splitting.
+never cross a split, since they are added after splitting. ``mirrors=True`` likewise adds every class
+(rotations included) mirrored left to right, named ``".../mirror"``.
 """
 
 from __future__ import annotations
@@ -210,21 +211,24 @@ def _load_source(src: OmniglotSource, image_size: int, cache_dir: Path) -> tuple
     return images, keys
 
 
+def _as_new_classes(ds: ImageDataset, suffixes: tuple[str, ...], transform) -> ImageDataset:
+    """Each class k becomes classes n·k + m (m < n = len(suffixes)): its images under ``transform(images, m)``,
+    named ``"<name><suffixes[m]>"`` (suffix "" for m = 0, the images as they are)."""
+    n = len(suffixes)
+    images = torch.cat([transform(ds.images, m) for m in range(n)])
+    labels = torch.cat([ds.labels * n + m for m in range(n)])
+    names = tuple(f"{c}{s}" for c in ds.class_names for s in suffixes)
+    return ImageDataset(images, labels, names)
+
+
 def _with_rotations(ds: ImageDataset) -> ImageDataset:
     """Each class k becomes classes 4k (0°), 4k+1 (90°), 4k+2 (180°), 4k+3 (270°)."""
-    images = torch.cat([torch.rot90(ds.images, k, dims=(2, 3)) for k in range(4)])
-    labels = torch.cat([ds.labels * 4 + k for k in range(4)])
-    names = tuple(f"{n}/rot{90 * k:03d}" if k else n for n in ds.class_names for k in range(4))
-    return ImageDataset(images, labels, names)
+    return _as_new_classes(ds, ("", "/rot090", "/rot180", "/rot270"), lambda x, m: torch.rot90(x, m, dims=(2, 3)))
 
 
-def with_mirrors(ds: ImageDataset) -> ImageDataset:
-    """Each class k becomes classes 2k (as drawn) and 2k+1 (mirrored left to right, a new class named
-    ``"<name>/mirror"``): more training characters, as the rotations add them. Images (N, C, H, W)."""
-    images = torch.cat([ds.images, torch.flip(ds.images, dims=(3,))])
-    labels = torch.cat([ds.labels * 2, ds.labels * 2 + 1])
-    names = tuple(f"{n}/mirror" if m else n for n in ds.class_names for m in range(2))
-    return ImageDataset(images, labels, names)
+def _with_mirrors(ds: ImageDataset) -> ImageDataset:
+    """Each class k becomes classes 2k (as drawn) and 2k+1 (mirrored left to right, ``"<name>/mirror"``)."""
+    return _as_new_classes(ds, ("", "/mirror"), lambda x, m: torch.flip(x, dims=(3,)) if m else x)
 
 
 def omniglot_character_split(class_names: list[str], seed: int, n_test: int | None = None
@@ -253,6 +257,7 @@ def load_omniglot(
     root: str | os.PathLike | None = None,
     image_size: int = 28,
     rotations: bool = False,
+    mirrors: bool = False,
     seed: int = 0,
     test_characters: int | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -265,6 +270,7 @@ def load_omniglot(
             ``~/.cache/metalearn``; each also as ``<dir>/omniglot``).
         image_size: side S of the square output images (28 default; 20 for MANN; any ≥ 1).
         rotations: add 90/180/270° rotations of every character as new classes.
+        mirrors: add every character (and each rotation) mirrored left to right as a new class.
         seed: seed of the ``"train"``/``"test"`` character split.
         test_characters: how many characters ``"test"`` holds (default: the 1200/1623
             proportion); ``"train"`` holds the rest. Ignored by the other splits.
@@ -272,8 +278,8 @@ def load_omniglot(
 
     Returns:
         ImageDataset with images (num, 1, S, S) float32 in [0, 1] (strokes = 1), labels (num,),
-        class names ``"<Alphabet>/<characterNN>"`` (plus ``"/rotDDD"`` for rotated copies),
-        classes sorted by name (rotations next to their character).
+        class names ``"<Alphabet>/<characterNN>"`` (plus ``"/rotDDD"`` for rotated copies and ``"/mirror"`` for
+        mirrored ones), classes sorted by name (rotations and mirrors next to their character).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -300,4 +306,5 @@ def load_omniglot(
     if split in ("train", "test"):
         train, test = omniglot_character_split(class_names, seed, test_characters)
         ds = ds.subset_classes(train if split == "train" else test)
-    return _with_rotations(ds) if rotations else ds
+    ds = _with_rotations(ds) if rotations else ds
+    return _with_mirrors(ds) if mirrors else ds

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metalearn_ext.config import ConfigError, check_positive
+from metalearn_ext.config import ConfigError, check_non_negative, check_positive
 from metalearn_ext.files import atomic_write_text
 from metalearn_ext.methods.base import Batch, Method
 
@@ -29,8 +29,7 @@ class FewShotEvalConfig:
 
     def check(self, section: str) -> None:
         check_positive(self, section, "episodes", "n_query", "batch_size")
-        if self.check_episodes < 0:
-            raise ConfigError(f"config key '{section}.check_episodes': must be >= 0, got {self.check_episodes}")
+        check_non_negative(self, section, "check_episodes")
         if not self.settings or any(len(s) != 2 or min(s) < 1 for s in self.settings):
             raise ConfigError(f"config key '{section}.settings': expected a list of [ways, shots] pairs of positive "
                               f"ints, got {self.settings}")

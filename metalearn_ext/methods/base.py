@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
-from metalearn_ext.config import ConfigError, check_positive
+from metalearn_ext.config import ConfigError, check_non_negative, check_positive
 
 __all__ = ["Batch", "Method", "TrainConfig"]
 
@@ -46,9 +46,7 @@ class TrainConfig:
     def check(self, section: str) -> None:
         check_positive(self, section, "steps", "lr", "meta_batch", "clip", "population", "sigma", "checkpoint_every",
                        "max_bad_steps", "num_threads")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
-            raise ConfigError(f"config key '{section}.weight_decay': expected a finite number >= 0, got "
-                              f"{self.weight_decay!r}")
+        check_non_negative(self, section, "weight_decay")
         if not 0.0 <= self.lr_final <= self.lr:
             raise ConfigError(f"config key '{section}.lr_final': expected a rate in [0, lr = {self.lr}], got "
                               f"{self.lr_final!r}")

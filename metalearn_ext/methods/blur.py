@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metalearn_ext.config import ConfigError, check_positive
+from metalearn_ext.config import ConfigError, check_non_negative, check_positive
 from metalearn_ext.methods import register_method
 from metalearn_ext.methods.base import Batch, Method, TrainConfig
 from metalearn_ext.nn import BLUR
@@ -76,8 +76,7 @@ class BLURTrainConfig(TrainConfig):
     def check(self, section: str) -> None:
         super().check(section)
         check_positive(self, section, "unroll", "unroll_every", "unroll_max", "truncation")
-        if self.unroll_increment < 0 or self.eval_tasks < 0:
-            raise ConfigError(f"config key '{section}.unroll_increment' / '{section}.eval_tasks': must be >= 0")
+        check_non_negative(self, section, "unroll_increment", "eval_tasks")
 
 
 @dataclass

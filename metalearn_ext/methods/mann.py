@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from metalearn_ext.config import ConfigError, check_positive
+from metalearn_ext.config import ConfigError, check_non_negative, check_positive
 from metalearn_ext.evaluate.by_instance import _ordinal
 from metalearn_ext.files import atomic_write_text
 from metalearn_ext.methods import register_method
@@ -77,8 +77,7 @@ class MANNEvalConfig:
         if self.episodes < 2:
             raise ConfigError(f"config key '{section}.episodes': must be >= 2 (intervals over episodes), got "
                               f"{self.episodes}")
-        if self.check_episodes < 0:
-            raise ConfigError(f"config key '{section}.check_episodes': must be >= 0, got {self.check_episodes}")
+        check_non_negative(self, section, "check_episodes")
 
 
 def _model_name(cfg) -> str:

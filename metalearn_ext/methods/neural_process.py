@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metalearn_ext.config import ConfigError, check_positive
+from metalearn_ext.config import ConfigError, check_non_negative, check_positive
 from metalearn_ext.files import atomic_write_text
 from metalearn_ext.methods import register_method
 from metalearn_ext.methods.base import Batch, Method, TrainConfig
@@ -111,8 +111,7 @@ class NPEvalConfig:
 
     def check(self, section: str) -> None:
         check_positive(self, section, "curves", "batch_size", "num_z", "plot_curves", "sinusoid_queries")
-        if self.check_curves < 0:
-            raise ConfigError(f"config key '{section}.check_curves': must be >= 0, got {self.check_curves}")
+        check_non_negative(self, section, "check_curves")
 
 
 class SinusoidPoints:

@@ -20,7 +20,6 @@ from torch import Tensor
 
 from metalearn_ext.config import ConfigError, check_positive
 from metalearn_ext.data import EpisodeBatch, EpisodeSampler, ImageDataset, load_digits, load_omniglot, split_classes
-from metalearn_ext.data.omniglot import with_mirrors
 from metalearn_ext.tasks.base import TaskConfig, TaskFamily, draw_items, register_task, split_purpose
 
 __all__ = ["EpisodeTask", "EpisodesTaskConfig", "load_omniglot_split"]
@@ -32,9 +31,9 @@ def load_omniglot_split(cfg: Any, split: str) -> ImageDataset:
     """Omniglot's meta-training (``split="train"``) or held-out characters for a config with
     ``root``, ``image_size``, ``rotations``, ``test_rotations``, ``split_seed``, ``test_classes``."""
     rotate = cfg.rotations if split == "train" else cfg.test_rotations
-    ds = load_omniglot(split, root=cfg.root, image_size=cfg.image_size, rotations=rotate, seed=cfg.split_seed,
-                       test_characters=cfg.test_classes)
-    return with_mirrors(ds) if split == "train" and getattr(cfg, "mirrors", False) else ds
+    mirror = split == "train" and getattr(cfg, "mirrors", False)  # the label-offset task has no such key
+    return load_omniglot(split, root=cfg.root, image_size=cfg.image_size, rotations=rotate, mirrors=mirror,
+                         seed=cfg.split_seed, test_characters=cfg.test_classes)
 
 
 @dataclass

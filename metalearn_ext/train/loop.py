@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from metalearn_ext.config import RunConfig
+from metalearn_ext.methods.base import TrainConfig
 from metalearn_ext.files import atomic_write_text
 from metalearn_ext.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from metalearn_ext.train.config import config_for_resume
@@ -43,9 +44,9 @@ EXIT_OK, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 3, 130
 CHECKPOINT, METRICS, CONFIG = "checkpoint.pt", "metrics.jsonl", "config.yaml"
 
 
-def make_optimizer(model: torch.nn.Module, train) -> torch.optim.Optimizer:
-    """The meta-optimizer of a run: Adam at ``train.lr``, or AdamW (decoupled decay, Loshchilov & Hutter)
-    when ``train.weight_decay`` > 0."""
+def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """The meta-optimizer of a run (``train``: the config's ``train:`` section): Adam at ``train.lr``, or AdamW
+    (decoupled decay, Loshchilov & Hutter) when ``train.weight_decay`` > 0."""
     if train.weight_decay > 0:
         return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=train.lr)

@@ -101,3 +101,19 @@ def test_blurs_linear_config_is_quick_with_one_layer_and_50_step_unrolls():
     quick, linear = load_config(blur, "quick"), load_config(blur, "linear")
     assert linear.model.hidden == [] and linear.train.unroll == 50 and linear.task.steps >= 50
     assert linear.train.steps == quick.train.steps and linear.model.states == quick.model.states
+
+
+@pytest.mark.parametrize("method, config, override, key", [
+    ("blur", "quick", "train.unroll_increment=-1", "train.unroll_increment"),
+    ("blur", "quick", "train.eval_tasks=-1", "train.eval_tasks"),
+    ("protonet", "quick", "eval.check_episodes=-1", "eval.check_episodes"),
+    ("mann", "quick", "eval.check_episodes=-1", "eval.check_episodes"),
+    ("cnp", "gp", "eval.check_curves=-1", "eval.check_curves"),
+    ("protonet", "quick", "train.weight_decay=.nan", "train.weight_decay"),
+    ("protonet", "quick", "train.lr=.nan", "train.lr"),  # NaN is neither positive nor >= 0
+])
+def test_negative_or_nan_counts_and_rates_name_the_key(method, config, override, key):
+    with pytest.raises(ConfigError, match=f"'{key}': must be"):
+        load_config(get_method(method), config, [override])
+    if key != "train.lr":  # 0 itself is allowed where >= 0 is asked
+        load_config(get_method(method), config, [f"{key}=0"])
