@@ -34,6 +34,8 @@ class TrainConfig:
     meta_batch: int = 16  # tasks per meta-step (split across processes under torchrun)
     clip: float | None = None  # gradient-norm clip (None: none)
     weight_decay: float = 0.0  # decoupled weight decay (AdamW) when > 0, scaled by the learning rate
+    ema: float = 0.0  # > 0: the weights are also averaged exponentially with this decay per step (Polyak);
+                      # evaluation, load_run and the end-of-training check use the average; 0: off
     # ES
     population: int = 64  # members (antithetic pairs x 2)
     sigma: float = 0.05
@@ -46,7 +48,10 @@ class TrainConfig:
     def check(self, section: str) -> None:
         check_positive(self, section, "steps", "lr", "meta_batch", "clip", "population", "sigma", "checkpoint_every",
                        "max_bad_steps", "num_threads")
-        check_non_negative(self, section, "weight_decay")
+        check_non_negative(self, section, "weight_decay", "ema")
+        if not self.ema < 1.0:
+            raise ConfigError(f"config key '{section}.ema': expected a decay in [0, 1) (0: no averaging), got "
+                              f"{self.ema!r}")
         if not 0.0 <= self.lr_final <= self.lr:
             raise ConfigError(f"config key '{section}.lr_final': expected a rate in [0, lr = {self.lr}], got "
                               f"{self.lr_final!r}")

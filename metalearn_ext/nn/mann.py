@@ -118,12 +118,11 @@ class MANN(nn.Module):
             i, f, o = gates[:, :3 * n].sigmoid().chunk(3, dim=1)
             c = torch.addcmul(f * c, i, gates[:, 3 * n:].tanh())
             h = o * c.tanh()
-            proj = self.head_proj(h)
-            keys_add = proj[:, :2 * hw].tanh().view(B, 2 * self.heads, self.width)
-            alpha = proj[:, 2 * hw:].sigmoid()
+            # keys, add vectors and write gates of every head
+            keys, add, alpha = self.head_proj(h).split([hw, hw, self.heads], dim=1)
             memory, read_weights, reads, usage, _ = mann_memory_step(
-                memory, usage, read_weights, keys_add[:, :self.heads], keys_add[:, self.heads:], alpha,
-                self.gamma, backend=self.backend)
+                memory, usage, read_weights, keys.tanh().view(B, self.heads, self.width),
+                add.tanh().view(B, self.heads, self.width), alpha.sigmoid(), self.gamma, backend=self.backend)
             r = reads.reshape(B, hw)
             hs.append(h)
             rs.append(r)

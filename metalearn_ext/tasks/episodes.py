@@ -29,9 +29,10 @@ _DIGIT_CLASSES = 10
 
 def load_omniglot_split(cfg: Any, split: str) -> ImageDataset:
     """Omniglot's meta-training (``split="train"``) or held-out characters for a config with
-    ``root``, ``image_size``, ``rotations``, ``test_rotations``, ``split_seed``, ``test_classes``."""
+    ``root``, ``image_size``, ``rotations``, ``test_rotations``, ``mirrors``, ``split_seed``,
+    ``test_classes``."""
     rotate = cfg.rotations if split == "train" else cfg.test_rotations
-    mirror = split == "train" and getattr(cfg, "mirrors", False)  # the label-offset task has no such key
+    mirror = split == "train" and cfg.mirrors
     return load_omniglot(split, root=cfg.root, image_size=cfg.image_size, rotations=rotate, mirrors=mirror,
                          seed=cfg.split_seed, test_characters=cfg.test_classes)
 

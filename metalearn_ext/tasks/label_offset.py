@@ -32,6 +32,7 @@ class LabelOffsetTaskConfig(TaskConfig):
     examples_per_class: int = 10  # episode length L = n_way · examples_per_class
     rotations: bool = True  # training characters rotated by 90/180/270° as new classes
     test_rotations: bool = False  # the same for the held-out characters
+    mirrors: bool = False  # training characters (and their rotations) mirrored left to right as new classes
     split_seed: int = 0
     test_classes: int | None = None  # held-out characters (None: the 1200/1623 proportion)
     shift: int = 0  # training images translated by up to ± shift pixels each axis (zeros shifted in); 0: off

@@ -77,6 +77,11 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg.train)
         self.step_count = 0
         self.bad_in_a_row = 0
+        # train.ema > 0: an exponential moving average of the model's state (parameters and float buffers
+        # averaged, the others copied), updated after every applied meta-step
+        self.ema: dict[str, torch.Tensor] | None = None
+        if cfg.train.ema > 0:
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def step(self) -> StepResult:
         optimize = es_step if self.cfg.train.optimizer == "es" else gradient_step
@@ -86,12 +91,33 @@ class Trainer:
         r = optimize(self.method, self.model, self.optimizer, self.task, self.cfg, self.step_count)
         self.step_count += 1
         self.bad_in_a_row = 0 if r.applied else self.bad_in_a_row + 1
+        if r.applied and self.ema is not None:
+            self._update_ema()
         return r
+
+    def _update_ema(self) -> None:
+        """ema ← d·ema + (1 − d)·weights with d = min(train.ema, (1 + step) / (10 + step)): the first
+        steps, whose weights are far from the end's, are forgotten fast (as TensorFlow's
+        ExponentialMovingAverage with num_updates)."""
+        d = min(self.cfg.train.ema, (1 + self.step_count) / (10 + self.step_count))
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                avg = self.ema[k]
+                if avg.is_floating_point():
+                    avg.lerp_(v, 1.0 - d)
+                else:
+                    avg.copy_(v)
+
+    def use_average(self) -> None:
+        """Put the averaged weights (train.ema > 0) into the model, for evaluation; nothing without them."""
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema)
 
     def state_dict(self) -> dict:
         return {"method": self.cfg.method, "config": self.cfg.to_dict(), "shapes": self.shapes,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step_count,
-                "bad_in_a_row": self.bad_in_a_row, "rng": rng_state()}
+                "bad_in_a_row": self.bad_in_a_row, "rng": rng_state(),
+                **({"ema": self.ema} if self.ema is not None else {})}
 
     def load_state_dict(self, payload: dict, path: str = "checkpoint") -> None:
         if payload.get("method") != self.cfg.method:
@@ -109,6 +135,9 @@ class Trainer:
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
+            if self.ema is not None:
+                for k, v in payload["ema"].items():
+                    self.ema[k].copy_(v)
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{path} does not fit this model: {e}") from e
         self.step_count = int(payload["step"])
@@ -264,6 +293,7 @@ def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, l
         if writer is not None:
             writer.close()
     if code == EXIT_OK and rank == 0:
+        trainer.use_average()  # the checkpoint holds both; what follows evaluates the average
         trainer.method.after_training(trainer.model, trainer.task, cfg, out, log)
     barrier()
     return code

@@ -30,14 +30,15 @@ def load_run(run_dir: str | Path) -> nn.Module:
     """The trained model of the run in ``run_dir``, in eval mode, its :class:`RunConfig` at ``.config``.
 
     Weights-only loading (nothing in the checkpoint is executed) and no data is read: the model is
-    rebuilt from the saved config and task shapes. Few-shot models answer
+    rebuilt from the saved config and task shapes. A run trained with ``train.ema`` > 0 gives its
+    averaged weights. Few-shot models answer
     ``predict(support_x, support_y, query_x)``, online learners ``learn(inputs, labels)``.
     """
     payload, method = _payload(run_dir)
     cfg = config_from_dict(method, payload["config"])
     model = method.build_model(cfg, payload["shapes"])
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(payload["ema"] if "ema" in payload else payload["model"])  # train.ema: the average
     except RuntimeError as e:
         raise CheckpointError(f"{Path(run_dir) / CHECKPOINT} does not fit the {cfg.method} model: {e}") from e
     model.eval()
@@ -46,7 +47,8 @@ def load_run(run_dir: str | Path) -> nn.Module:
 
 
 def load_trainer(run_dir: str | Path, overrides: list[str] | None = None) -> Trainer:
-    """The trainer of the run in ``run_dir`` (model in eval mode, task, config, step); ``overrides``
+    """The trainer of the run in ``run_dir`` (model in eval mode, holding the averaged weights of a run with
+    ``train.ema`` > 0; task, config, step); ``overrides``
     may change ``eval.*`` keys only."""
     payload, method = _payload(run_dir)
     for item in overrides or []:
@@ -55,6 +57,7 @@ def load_trainer(run_dir: str | Path, overrides: list[str] | None = None) -> Tra
     cfg = config_from_dict(method, apply_overrides(payload["config"], overrides or []))
     trainer = Trainer(cfg)
     trainer.load_state_dict(payload, str(Path(run_dir) / CHECKPOINT))
+    trainer.use_average()
     trainer.model.eval()
     return trainer
 

@@ -97,8 +97,10 @@ def test_from_a_run_directory_to_predictions_on_png_drawings(tmp_path):
             for n in [p for p in pngs if str(Path(p).parent) == c][:2]:
                 files.append(tmp_path / Path(n).name)
                 files[-1].write_bytes(z.read(n))
-    images = torch.stack([load_omniglot_image(f) for f in files])  # (6, 1, 28, 28)
     model = metalearn_ext.load_run(tmp_path / "run")
+    size = model.config.task.image_size  # the run's own input size (quick.yaml's)
+    images = torch.stack([load_omniglot_image(f, size) for f in files])
+    assert images.shape == (6, 1, size, size)
     with torch.no_grad():
         logits = model.predict(images[0::2], torch.arange(3), images[1::2])
     assert logits.shape == (3, 3) and torch.isfinite(logits).all()

@@ -79,3 +79,15 @@ def test_shift_moves_training_images_only_reproducibly_and_keeps_the_labels(omni
 def test_shift_out_of_range_names_the_key(bad):
     with pytest.raises(ConfigError, match="task.shift"):
         section_from_dict(LabelOffsetTaskConfig, {"shift": bad}, "task")
+
+
+def test_mirrors_add_mirrored_training_characters_and_leave_the_held_out_ones(omniglot_root, task):
+    mirrored = build_task(LabelOffsetTaskConfig(root=omniglot_root, test_classes=50, mirrors=True))
+    plain, train = task.dataset("train"), mirrored.dataset("train")
+    assert train.num_classes == 2 * plain.num_classes == 192 * 8
+    assert all(n == f"{p}/mirror" for n, p in zip(train.class_names[1::2], plain.class_names))
+    want = plain.images[plain.labels == 7]
+    assert torch.equal(torch.flip(train.images[train.labels == 15], dims=(3,)), want)
+    assert torch.equal(mirrored.dataset("test").images, task.dataset("test").images)
+    assert_same(task.sample([0], seed=1, step=0, split="test"), mirrored.sample([0], seed=1, step=0, split="test"))
+    assert mirrored.sample(range(2), seed=1, step=3).inputs.shape == task.sample(range(2), seed=1, step=3).inputs.shape

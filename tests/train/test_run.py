@@ -366,3 +366,41 @@ def test_a_checkpoint_from_before_a_config_key_existed_loads_as_its_default(tmp_
     save_checkpoint(out / "checkpoint.pt", ckpt)
     with pytest.raises(CheckpointError, match=r"differs in: model\.state_size\)"):
         run_training(tiny_config(train={"steps": 4}), out, resume=True, log=quiet)
+
+
+def test_ema_averages_the_weights_and_evaluation_loads_the_average(tmp_path):
+    from metalearn_ext.train.run_dir import load_run, load_trainer
+
+    cfg = tiny_config(train={"lr": 0.05, "ema": 0.2, "steps": 3, "checkpoint_every": 1})
+    t = Trainer(cfg)
+    want = {k: v.clone() for k, v in t.model.state_dict().items()}
+    for s in (1, 2, 3):
+        t.step()
+        d = min(0.2, (1 + s) / (10 + s))  # 0.18, then 0.2
+        want = {k: d * want[k] + (1 - d) * v if v.is_floating_point() else v.clone()
+                for k, v in t.model.state_dict().items()}
+    for k in want:
+        torch.testing.assert_close(t.ema[k], want[k])
+    assert not torch.equal(_params({"model": t.ema}), _params(t.state_dict()))
+    # the run: the checkpoint keeps the raw weights (to resume) and the average; evaluation loads the average
+    assert run_training(cfg, tmp_path / "run", log=quiet) == EXIT_OK
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert torch.equal(_params(ckpt), _params(t.state_dict()))
+    assert torch.equal(_params({"model": ckpt["ema"]}), _params({"model": t.ema}))
+    assert torch.equal(_params({"model": load_run(tmp_path / "run").state_dict()}), _params({"model": t.ema}))
+    assert torch.equal(_params({"model": load_trainer(tmp_path / "run").model.state_dict()}), _params({"model": t.ema}))
+    # resumed from step 1, the average ends where the uninterrupted one does
+    one = tiny_config(train={"lr": 0.05, "ema": 0.2, "steps": 1, "checkpoint_every": 1})
+    assert run_training(one, tmp_path / "split", log=quiet) == EXIT_OK
+    resumed = resume_config(tmp_path / "split", "vsml", ["train.steps=3"])
+    assert run_training(resumed, tmp_path / "split", resume=True, log=quiet) == EXIT_OK
+    split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert torch.equal(_params({"model": split["ema"]}), _params({"model": ckpt["ema"]}))
+    with pytest.raises(ConfigError, match="train.ema"):
+        resume_config(tmp_path / "split", "vsml", ["train.steps=4", "train.ema=0.5"])
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, float("nan"), 2.0])
+def test_bad_ema_names_the_key(bad):
+    with pytest.raises(ConfigError, match="train.ema"):
+        tiny_config(train={"ema": bad})
