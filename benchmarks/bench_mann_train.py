@@ -1,7 +1,11 @@
 """One MANN training iteration (specs/memory_np.md §1: batch 16, 50 steps, 5 classes, 20×20 inputs,
 LSTM 200 + memory 128 × 40, 4 heads; forward + backward + clip 10 + Adam), the memory ops on their
-default backend and on the reference, beside an ``nn.LSTM`` baseline of the same width on the same
-episodes (:class:`metalearn_ext.nn.MetaRNN`).
+default backend and on the reference, the default backend step by step and (on a CPU) as one fused
+``mann_episode`` call, beside an ``nn.LSTM`` baseline of the same width on the same episodes
+(:class:`metalearn_ext.nn.MetaRNN`). The last rows (fused MANN and the LSTM again) run after
+:func:`metalearn_ext.keep_freed_memory`, as the ``metalearn`` command's runs do: glibc then reuses freed heap
+memory instead of mapping fresh pages for large blocks; each row says which (``malloc``). That setting cannot
+be undone in a process, so ``--op all`` runs every later benchmark with it.
 
 Correctness first: from the same weights and episodes, in float64, the default backend's loss and
 gradients must equal the reference's within 1e-6 (relative), else the row reports ok=False and no
@@ -16,6 +20,7 @@ import time
 import torch
 from torch import Tensor, nn
 
+from metalearn_ext import allocator, keep_freed_memory
 from metalearn_ext.nn import MANN, MetaRNN
 from metalearn_ext.ops.choice import choose_backend
 
@@ -111,8 +116,16 @@ def _matmul_floor(mann: MANN, device: str) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
+def _backends_fused(mann: MANN, device: str) -> bool:
+    """Whether the fused episode kernel (ops.mann_episode, cpp) runs for these tensors."""
+    x = torch.zeros(BATCH, CLASSES * PER_CLASS, 4 * mann.hidden, device=device)
+    return choose_backend("mann_episode", None, x, mann.recurrent_gates.weight, mann.head_proj.weight,
+                          mann.head_proj.bias, mann.heads, mann.slots, mann.gamma, mann.memory_init) == "cpp"
+
+
 def run(device: str = "cpu") -> list[dict]:
-    """Rows: op, model, backend (the one the default resolves to, or "reference"; "matmuls only": the
+    """Rows: op, model, backend (the one the default resolves to step by step, "cpp, fused episode", or
+    "reference"; "matmuls only": the
     controller's matrix products alone, the floor), device, threads, ok, error[, median_iter_s,
     iters_per_s, median_cpu_s, speedup_vs_reference]."""
     torch.manual_seed(0)
@@ -126,20 +139,30 @@ def run(device: str = "cpu") -> list[dict]:
     z = lambda *s: torch.zeros(*s, device=device)  # noqa: E731
     default = choose_backend("mann_memory_step", None, z(B, S, W), z(B, S), z(B, H, S), z(B, H, W), z(B, H, W),
                              z(B, H), mann.gamma)
-    variants = [("MANN", "reference", mann), ("MANN", default, mann), ("LSTM", "-", lstm)]
+    fused = _backends_fused(mann, device)
+    # (model, backend, module, fused, keep_freed_memory() before the row: irreversible, so such rows come last)
+    variants = [("MANN", "reference", mann, False, False), ("MANN", default, mann, False, False)]
+    if fused:
+        variants.append(("MANN", "cpp, fused episode", mann, True, False))
+    variants.append(("LSTM", "-", lstm, False, False))
     if default == "reference":  # no kernel built for these tensors: one row says so
-        variants[:2] = [("MANN", "reference", mann)]
+        variants[:2] = [("MANN", "reference", mann, False, False)]
+    if fused and device == "cpu":
+        variants += [("MANN", "cpp, fused episode", mann, True, True), ("LSTM", "-", lstm, False, True)]
     ref = None
     rows = []
-    for name, backend, base in variants:
+    for name, backend, base, fuse, keep_heap in variants:
+        if keep_heap:
+            keep_freed_memory()
         row = dict(op="mann_train", model=name, backend=backend, device=device, threads=torch.get_num_threads(),
-                   setting=f"batch {BATCH}, {CLASSES * PER_CLASS} steps, {CLASSES} classes")
+                   setting=f"batch {BATCH}, {CLASSES * PER_CLASS} steps, {CLASSES} classes",
+                   malloc="heap kept" if allocator.keeps_freed_memory() else "glibc default")
         if name == "MANN" and default == "reference":
             row["backend"] = "reference=default"
         rows.append(row)
         model = copy.deepcopy(base)
         if name == "MANN":
-            model.backend = backend
+            model.backend, model.fused = ("cpp" if fuse else backend), fuse
         error = None
         if name == "MANN":
             got = _loss_and_grad(copy.deepcopy(model).double(), batches[torch.float64])
@@ -151,6 +174,7 @@ def run(device: str = "cpu") -> list[dict]:
             row.update(median_iter_s=t, iters_per_s=1.0 / t, median_cpu_s=cpu)
     t, cpu = _matmul_floor(mann, device)
     rows.append({**rows[0], "model": "MANN", "backend": "matmuls only", "ok": True, "error": None,
+                 "malloc": "heap kept" if allocator.keeps_freed_memory() else "glibc default",
                  "median_iter_s": t, "iters_per_s": 1.0 / t, "median_cpu_s": cpu})
     base_t = rows[0].get("median_cpu_s")
     for r in rows:
@@ -161,10 +185,10 @@ def run(device: str = "cpu") -> list[dict]:
 
 def format_rows(rows: list[dict]) -> str:
     """ms/iter: median wall time; cpu ms: median process CPU time; x ref: MANN-reference CPU time / the row's."""
-    lines = [f"{'setting':<32} {'model':<5} {'backend':<17} {'thr':>3} {'ms/iter':>8} {'cpu ms':>7} {'iter/s':>7} "
-             f"{'x ref':>6}"]
+    lines = [f"{'setting':<32} {'model':<5} {'backend':<19} {'malloc':<13} {'thr':>3} {'ms/iter':>8} {'cpu ms':>7} "
+             f"{'iter/s':>7} {'x ref':>6}"]
     for r in rows:
-        head = f"{r['setting']:<32} {r['model']:<5} {r['backend']:<17} {r['threads']:>3}"
+        head = f"{r['setting']:<32} {r['model']:<5} {r['backend']:<19} {r.get('malloc', ''):<13} {r['threads']:>3}"
         if not r["ok"]:
             lines.append(f"{head} WRONG: {r['error']}")
             continue

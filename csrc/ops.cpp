@@ -33,6 +33,15 @@ TORCH_LIBRARY(metalearn_ext, m) {
   m.def("mann_memory_step_backward(Tensor grad_memory_out, Tensor grad_read_weights_out, Tensor grad_reads,"
         " Tensor grad_usage_out, Tensor grad_write_weights, Tensor memory, Tensor usage, Tensor read_weights,"
         " Tensor keys, Tensor add, Tensor alpha, float gamma) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // specs/memory_np.md §1, MANN's whole recurrence over an episode: x_gates (B,L,4n) the input part of the LSTM
+  // gates [i,f,o,g] (bias included); w_rec (4n, H·W+n) on [r_{s−1} ; h_{s−1}]; w_head (2·H·W+H, n), b_head
+  // (2·H·W+H): keys, add vectors, write gates; an LRUA memory of `slots` rows of width W per step.
+  // Returns (h (B,L,n), reads (B,L,H·W)).
+  m.def("mann_episode(Tensor x_gates, Tensor w_rec, Tensor w_head, Tensor b_head, int heads, int slots, float gamma,"
+        " float memory_init) -> (Tensor, Tensor)");
+  // Gradients w.r.t. x_gates, w_rec, w_head, b_head, recomputed from the inputs.
+  m.def("mann_episode_backward(Tensor grad_h, Tensor grad_reads, Tensor x_gates, Tensor w_rec, Tensor w_head,"
+        " Tensor b_head, int heads, int slots, float gamma, float memory_init) -> (Tensor, Tensor, Tensor, Tensor)");
   // specs/blur.md §3. a (T,batch,I,k) (transpose: (T,batch,J,k)); weight (T,I,J,k); mix (k,k) or (T,k,k).
   // Returns (T,batch,J,k) (transpose: (T,batch,I,k)).
   m.def("blur_propagate(Tensor a, Tensor weight, Tensor mix, bool transpose) -> Tensor");

@@ -1,6 +1,6 @@
 """The mann_train benchmark checks the default backend against the reference before it times: a
 wrong memory step reports no speed; the reference and the LSTM rows are timed."""
-import metalearn_ext.nn.mann as mann_module
+from metalearn_ext.ops.mann_episode import reference as loop_module
 from benchmarks import bench_mann_train as bench
 from benchmarks import run
 
@@ -13,13 +13,13 @@ def _tiny(monkeypatch):
 
 def test_wrong_default_backend_reports_no_speed(monkeypatch):
     _tiny(monkeypatch)
-    real = mann_module.mann_memory_step
+    real = loop_module.mann_memory_step
 
     def step(*args, backend=None):
         out = real(*args, backend="reference")
         return (out[0], out[1], out[2] * 1.01, *out[3:]) if backend == "fake" else out
 
-    monkeypatch.setattr(mann_module, "mann_memory_step", step)
+    monkeypatch.setattr(loop_module, "mann_memory_step", step)
     monkeypatch.setattr(bench, "choose_backend", lambda *a: "fake")
     rows = {(r["model"], r["backend"]): r for r in bench.run("cpu")}
     assert rows["MANN", "reference"]["ok"] and rows["MANN", "reference"]["median_iter_s"] > 0

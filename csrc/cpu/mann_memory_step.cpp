@@ -17,6 +17,7 @@
 #include "cpu/content_read_core.h"
 #include "cpu/isa_dispatch.h"
 #include "cpu/parallel.h"
+#include "cpu/mann_memory_step_core.h"
 #include "mann_memory_step.h"
 
 namespace {
@@ -24,16 +25,7 @@ namespace {
 using namespace metalearn_ext::cpu;
 
 template <typename T>
-struct Args {
-  const T *M, *u, *rw, *K, *add, *alpha;
-  T gamma;
-  // forward outputs
-  T *M_out, *rw_out, *reads, *u_out, *ww;
-  // backward: upstream gradients and input gradients
-  const T *gM_out, *grw_out, *greads, *gu_out, *gww;
-  T *gM, *gu, *grw, *gK, *gadd, *galpha;
-  int64_t S, H, W;
-};
+using Args = MannStepArgs<T>;
 
 // a orders before b in a stable ascending sort (NaN last, like torch.sort).
 template <typename T>
@@ -159,8 +151,10 @@ RangeFn pick(bool backward) {
   return backward ? backward_f32 : forward_f32;
 }
 
+}  // namespace
+
 template <typename T>
-void run(const Args<T>& a, int64_t B, bool backward) {
+void metalearn_ext::cpu::mann_step_run(const MannStepArgs<T>& a, int64_t B, bool backward) {
   const int64_t chunks = choose_chunks(B, B * a.H * a.S * a.W * (backward ? 14 : 6));
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
@@ -176,6 +170,11 @@ void run(const Args<T>& a, int64_t B, bool backward) {
     }
   });
 }
+
+template void metalearn_ext::cpu::mann_step_run<float>(const MannStepArgs<float>&, int64_t, bool);
+template void metalearn_ext::cpu::mann_step_run<double>(const MannStepArgs<double>&, int64_t, bool);
+
+namespace {
 
 void mann_step_forward_cpu(const at::Tensor& memory, const at::Tensor& usage, const at::Tensor& read_weights,
                            const at::Tensor& keys, const at::Tensor& add, const at::Tensor& alpha, double gamma,
@@ -196,7 +195,7 @@ void mann_step_forward_cpu(const at::Tensor& memory, const at::Tensor& usage, co
     a.u_out = usage_out.mutable_data_ptr<scalar_t>();
     a.ww = write_weights.mutable_data_ptr<scalar_t>();
     a.S = memory.size(1), a.H = keys.size(1), a.W = memory.size(2);
-    run(a, memory.size(0), false);
+    mann_step_run(a, memory.size(0), false);
   });
 }
 
@@ -228,7 +227,7 @@ void mann_step_backward_cpu(const at::Tensor& grad_memory_out, const at::Tensor&
     a.gadd = grad_add.mutable_data_ptr<scalar_t>();
     a.galpha = grad_alpha.mutable_data_ptr<scalar_t>();
     a.S = memory.size(1), a.H = keys.size(1), a.W = memory.size(2);
-    run(a, memory.size(0), true);
+    mann_step_run(a, memory.size(0), true);
   });
 }
 

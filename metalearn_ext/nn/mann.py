@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalearn_ext.ops import mann_memory_step
+from metalearn_ext.ops.choice import choose_backend
+from metalearn_ext.ops.mann_episode import mann_episode, mann_episode_loop
 
 __all__ = ["MANN", "previous_labels"]
 
@@ -21,7 +22,9 @@ class MANN(nn.Module):
 
     Per step s: controller input [x_s ; onehot(y_{s−1}) ; r_{s−1}] -> LSTM -> h_s; keys, add vectors
     (tanh) and write gates (sigmoid) from h_s; one :func:`metalearn_ext.ops.mann_memory_step`
-    (least-used slot zeroed, write, content read, usage update); logits_s = W_o [h_s ; r_s].
+    (least-used slot zeroed, write, content read, usage update); logits_s = W_o [h_s ; r_s]. On a CPU with the
+    extension built, the whole recurrence is one :func:`metalearn_ext.ops.mann_episode` call (and one backward
+    call) instead of L steps of small ops.
 
     Args:
         input_dim: D, the flattened image (400 for 20×20).
@@ -32,6 +35,8 @@ class MANN(nn.Module):
         memory_init: the value of every memory entry at s = 0 (the paper's 1e-6; the ops' cosine has
             an epsilon, so 0 gives no NaN either).
         backend: the ops' backend (None: the fastest built one; "reference": plain PyTorch).
+        fused: run the whole episode as one ``mann_episode`` call where its cpp kernel can (CPU tensors,
+            backend None or "cpp"); False: the step-by-step loop of ``mann_memory_step`` calls (for comparison).
 
     Each episode starts with usage and read weights 0, reads r_0 = 0 and a zero LSTM state. In one's
     own loop::
@@ -42,7 +47,7 @@ class MANN(nn.Module):
 
     def __init__(self, input_dim: int, num_classes: int, hidden: int = 200, memory_slots: int = 128,
                  memory_width: int = 40, read_heads: int = 4, gamma: float = 0.95, memory_init: float = 1e-6,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, fused: bool = True) -> None:
         super().__init__()
         for name, v in (("input_dim", input_dim), ("num_classes", num_classes), ("hidden", hidden),
                         ("memory_slots", memory_slots), ("memory_width", memory_width), ("read_heads", read_heads)):
@@ -53,6 +58,7 @@ class MANN(nn.Module):
         self.input_dim, self.num_classes, self.hidden = input_dim, num_classes, hidden
         self.slots, self.width, self.heads = memory_slots, memory_width, read_heads
         self.gamma, self.memory_init, self.backend = float(gamma), float(memory_init), backend
+        self.fused = bool(fused)
         hw = read_heads * memory_width
         # The [x ; y] part of the controller input does not depend on the recurrence: its gate
         # projection is one matmul over the whole episode; only [r ; h] is projected per step.
@@ -101,32 +107,16 @@ class MANN(nn.Module):
             lo, hi = int(prev_labels.min()), int(prev_labels.max())
             if lo < -1 or hi >= self.num_classes:
                 raise ValueError(f"MANN: prev_labels must be in -1..{self.num_classes - 1}, got values in {lo}..{hi}")
-        B, L, _ = inputs.shape
-        n, hw = self.hidden, self.heads * self.width
         classes = torch.arange(self.num_classes, device=inputs.device)
         onehot = (prev_labels.unsqueeze(-1) == classes).to(inputs.dtype)  # −1: all zeros; no host sync
-        x_gates = self.input_gates(torch.cat([inputs, onehot], dim=-1)).unbind(1)  # L × (B, 4n)
-        w_rec = self.recurrent_gates.weight.t()
-        memory = inputs.new_full((B, self.slots, self.width), self.memory_init)
-        usage = inputs.new_zeros(B, self.slots)
-        read_weights = inputs.new_zeros(B, self.heads, self.slots)
-        h = c = inputs.new_zeros(B, n)
-        r = inputs.new_zeros(B, hw)
-        hs, rs = [], []
-        for s in range(L):
-            gates = torch.addmm(x_gates[s], torch.cat([r, h], dim=1), w_rec)
-            i, f, o = gates[:, :3 * n].sigmoid().chunk(3, dim=1)
-            c = torch.addcmul(f * c, i, gates[:, 3 * n:].tanh())
-            h = o * c.tanh()
-            # keys, add vectors and write gates of every head
-            keys, add, alpha = self.head_proj(h).split([hw, hw, self.heads], dim=1)
-            memory, read_weights, reads, usage, _ = mann_memory_step(
-                memory, usage, read_weights, keys.tanh().view(B, self.heads, self.width),
-                add.tanh().view(B, self.heads, self.width), alpha.sigmoid(), self.gamma, backend=self.backend)
-            r = reads.reshape(B, hw)
-            hs.append(h)
-            rs.append(r)
-        return self.output(torch.cat([torch.stack(hs, 1), torch.stack(rs, 1)], dim=-1))
+        x_gates = self.input_gates(torch.cat([inputs, onehot], dim=-1))  # (B, L, 4n)
+        args = (x_gates, self.recurrent_gates.weight, self.head_proj.weight, self.head_proj.bias, self.heads,
+                self.slots, self.gamma, self.memory_init)
+        if self.fused and self.backend in (None, "cpp") and choose_backend("mann_episode", self.backend, *args) == "cpp":
+            hs, rs = mann_episode(*args, backend="cpp")
+        else:
+            hs, rs = mann_episode_loop(*args, step_backend=self.backend)
+        return self.output(torch.cat([hs, rs], dim=-1))
 
     def learn(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Run fresh episodes, each label shown one step after its input (as :class:`MetaRNN`).

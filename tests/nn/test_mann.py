@@ -1,9 +1,11 @@
 """nn.MANN: shapes, bad input, the label offset (no peeking at y_s), the least-used row really
-zeroed before the write, no NaN from the 1e-6 memory (or a zero one), the ops' backends agree."""
+zeroed before the write, no NaN from the 1e-6 memory (or a zero one), the ops' backends agree, the fused
+episode and the step-by-step loop agree."""
 import pytest
 import torch
 
-import metalearn_ext.nn.mann as mann_module
+import metalearn_ext
+from metalearn_ext.ops.mann_episode import reference as loop_module
 from metalearn_ext.nn import MANN
 from metalearn_ext.nn.mann import previous_labels
 from metalearn_ext.ops import mann_memory_step as real_step
@@ -64,8 +66,8 @@ def test_the_least_used_row_is_zeroed_before_the_write(monkeypatch):
         calls.append((memory.detach(), usage.detach(), add.detach(), out[0].detach(), out[4].detach()))
         return out
 
-    monkeypatch.setattr(mann_module, "mann_memory_step", recording)
-    m = _small(memory_init=0.5)  # a large initial value, so that a row not zeroed shows
+    monkeypatch.setattr(loop_module, "mann_memory_step", recording)
+    m = _small(memory_init=0.5, fused=False)  # a large initial value, so that a row not zeroed shows
     x, y = _episode()
     with torch.no_grad():
         m.learn(x, y)
@@ -92,9 +94,12 @@ def test_no_nan_from_a_tiny_or_zero_memory(memory_init):
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in m.parameters())
 
 
-def test_default_backend_and_reference_agree():
+@pytest.mark.parametrize("fused", [True, False])
+def test_default_backend_and_reference_agree(fused):
+    """The default (on a CPU with the extension: the fused episode, or the loop of cpp memory steps) against the
+    loop of reference steps, loss and every parameter's gradient."""
     x, y = _episode()
-    a, b = _small(), _small(backend="reference")
+    a, b = _small(fused=fused), _small(backend="reference")
     la, lb = a.learn(x, y)[1].mean(), b.learn(x, y)[1].mean()
     la.backward()
     lb.backward()
@@ -120,3 +125,15 @@ def test_bad_input_names_the_argument_and_shape():
         MANN(D, C, memory_slots=8, read_heads=9)
     with pytest.raises(ValueError, match="hidden must be a positive int, got 0"):
         MANN(D, C, hidden=0)
+
+
+def test_the_fused_episode_is_what_runs_by_default_on_a_cpu(monkeypatch):
+    if not metalearn_ext.backends()["cpp"].available:
+        pytest.skip(metalearn_ext.backends()["cpp"].reason)
+    stepped = []
+    monkeypatch.setattr(loop_module, "mann_memory_step", lambda *a, **k: stepped.append(1) or real_step(*a, **k))
+    x, y = _episode()
+    _small().learn(x, y)
+    assert not stepped  # one mann_episode call, no per-step memory op
+    _small(fused=False).learn(x, y)
+    assert len(stepped) == L
