@@ -26,7 +26,8 @@ using metalearn_ext::cpu::MannStepArgs;
 using metalearn_ext::cpu::mann_step_run;
 
 // Everything one forward computed that its backward reads, each (L, B, ·) with the step outermost so that a
-// step's slice is contiguous; memory, usage and read_weights are (L+1, B, ·): the state before every step.
+// step's slice is contiguous; memory, usage and read_weights are (L+1, B, ·): the state before every step (the
+// memory after step s, at [s+1], spares the backward the step's write; the slots, its choice of rows).
 struct Saved {
   Tensor z;       // (L, B, HW+n): [r_{s−1} ; h_{s−1}], the recurrent input of step s
   Tensor act;     // (L, B, 4n): sigmoid(i), sigmoid(f), sigmoid(o), tanh(g)
@@ -39,23 +40,23 @@ struct Saved {
   Tensor usage;   // (L+1, B, S)
   Tensor read_weights;  // (L+1, B, H, S)
   Tensor reads;   // (L, B, HW)
+  Tensor slots;   // (L, B, H) int64: the least-used slots each step wrote to
 
   std::vector<Tensor> list() const {
-    return {z, act, cell, tanh_c, h, keys, add, alpha, memory, usage, read_weights, reads};
+    return {z, act, cell, tanh_c, h, keys, add, alpha, memory, usage, read_weights, reads, slots};
   }
   static Saved from(const std::vector<Tensor>& t, size_t i) {
-    return Saved{t[i], t[i + 1], t[i + 2], t[i + 3], t[i + 4], t[i + 5], t[i + 6], t[i + 7], t[i + 8], t[i + 9],
-                 t[i + 10], t[i + 11]};
+    return Saved{t[i],     t[i + 1], t[i + 2], t[i + 3],  t[i + 4],  t[i + 5], t[i + 6],
+                 t[i + 7], t[i + 8], t[i + 9], t[i + 10], t[i + 11], t[i + 12]};
   }
 };
-constexpr size_t kSaved = 12;
 
 // The episode's buffers are megabytes (the memory after every step alone is (L+1)·B·S·W values: 16 MB at MANN's
 // sizes). Fresh from the allocator each call, glibc maps them anew and every page faults in again: ~15 ms of a
 // 45 ms training iteration, measured. So each thread keeps the last call's buffers and hands one out again once
 // nothing else holds it (the autograd graph that saved it, an output view): no reuse while it is still in use.
-enum Buffer { kZ, kAct, kCell, kTanhC, kH, kKeys, kAdd, kAlpha, kMemory, kUsage, kReadWeights, kReads, kGradH,
-              kGradReads, kDGates, kDHead, kBuffers };
+enum Buffer { kZ, kAct, kCell, kTanhC, kH, kKeys, kAdd, kAlpha, kMemory, kUsage, kReadWeights, kReads, kSlots,
+              kGradH, kGradReads, kDGates, kDHead, kBuffers };
 
 Tensor pooled(Buffer slot, at::IntArrayRef sizes, const at::TensorOptions& opt) {
   thread_local std::vector<Tensor> pool(kBuffers);
@@ -126,6 +127,7 @@ Saved forward_cpu(const Tensor& x_gates_in, const Tensor& w_rec, const Tensor& w
   sv.read_weights = pooled(kReadWeights, {states, B, H, S}, opt);
   sv.read_weights[0].zero_();
   sv.reads = pooled(kReads, {L, B, hw}, opt);
+  sv.slots = pooled(kSlots, {keep ? L : 1, B, H}, opt.dtype(at::kLong));
   Tensor head = at::empty({B, 2 * hw + H}, opt);
   Tensor write_weights = at::empty({B, H, S}, opt);
   AT_DISPATCH_FLOATING_TYPES(x_gates_in.scalar_type(), "mann_episode", [&] {
@@ -139,6 +141,7 @@ Saved forward_cpu(const Tensor& x_gates_in, const Tensor& w_rec, const Tensor& w
     T *mem = sv.memory.mutable_data_ptr<T>(), *usage = sv.usage.mutable_data_ptr<T>();
     T *rw = sv.read_weights.mutable_data_ptr<T>(), *reads = sv.reads.mutable_data_ptr<T>();
     T* ww = write_weights.mutable_data_ptr<T>();
+    int64_t* slots = sv.slots.mutable_data_ptr<int64_t>();
     for (int64_t s = 0; s < L; ++s) {
       T* a = act + s * B * 4 * n;
       for (int64_t b = 0; b < B; ++b) {  // the gates start as the input part, then += z_s · W_recᵀ
@@ -182,6 +185,7 @@ Saved forward_cpu(const Tensor& x_gates_in, const Tensor& w_rec, const Tensor& w
       m.u_out = usage + nxt * B * S;
       m.ww = ww;
       m.S = S, m.H = H, m.W = W;
+      m.slots_out = keep ? slots + s * B * H : nullptr;
       mann_step_run(m, B, /*backward=*/false);
       if (s + 1 < L) {  // z_{s+1} = [r_s ; h_s]
         T* zn = z + (s + 1) * B * zw;
@@ -232,6 +236,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_h_in,
     const T *keys = sv.keys.const_data_ptr<T>(), *add = sv.add.const_data_ptr<T>(), *alpha = sv.alpha.const_data_ptr<T>();
     const T *mem = sv.memory.const_data_ptr<T>(), *usage = sv.usage.const_data_ptr<T>();
     const T* rw = sv.read_weights.const_data_ptr<T>();
+    const int64_t* slots = sv.slots.const_data_ptr<int64_t>();
     T *dg_all = dgates.mutable_data_ptr<T>(), *dh_all = dhead.mutable_data_ptr<T>();
     T *gzp = gz.mutable_data_ptr<T>(), *gcp = gc.mutable_data_ptr<T>(), *ghp = gh.mutable_data_ptr<T>();
     T* gr = greads.mutable_data_ptr<T>();
@@ -259,6 +264,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_h_in,
       m.gadd = gadd.mutable_data_ptr<T>();
       m.galpha = galpha.mutable_data_ptr<T>();
       m.S = S, m.H = H, m.W = W;
+      m.slots_in = slots + s * B * H;  // the forward's choice and memory': nothing of the step recomputed
+      m.M_out_in = mem + (s + 1) * B * S * W;
       mann_step_run(m, B, /*backward=*/true);
       std::swap(gM, gM2), std::swap(gu, gu2), std::swap(grw, grw2);
       T* d = dh_all + s * B * hd;

@@ -49,12 +49,17 @@ METALEARN_INLINE void least_used(const T* u, int64_t S, int64_t H, int64_t* slot
 // Mn (S,W) = M with row slots[0] zeroed + Σ_h ww[h] ⊗ add[h], ww (H,S) = alpha·rw + (1−alpha)·one_hot(slots);
 // (The content read then runs from Mn's rows: no transposed copy, cpu/content_read_core.h rows_dot.)
 template <typename T>
-METALEARN_INLINE void write_memory(const T* M, const T* rw, const T* add, const T* alpha, const int64_t* slots,
-                                   int64_t S, int64_t H, int64_t W, T* ww, T* Mn) {
+METALEARN_INLINE void write_weights(const T* rw, const T* alpha, const int64_t* slots, int64_t S, int64_t H, T* ww) {
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t s = 0; s < S; ++s) ww[h * S + s] = alpha[h] * rw[h * S + s];
     ww[h * S + slots[h]] += T(1) - alpha[h];
   }
+}
+
+template <typename T>
+METALEARN_INLINE void write_memory(const T* M, const T* rw, const T* add, const T* alpha, const int64_t* slots,
+                                   int64_t S, int64_t H, int64_t W, T* ww, T* Mn) {
+  write_weights(rw, alpha, slots, S, H, ww);
   std::copy(M, M + S * W, Mn);
   std::fill(Mn + slots[0] * W, Mn + (slots[0] + 1) * W, T(0));
   gemm_acc(ww, 1, S, S, add, W, H, W, Mn, W);  // Mn (S,W) += wwᵀ (S,H) · add (H,W)
@@ -69,6 +74,7 @@ METALEARN_INLINE void forward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) {
     const T* u = a.u + b * S;
     least_used(u, S, H, slots.data(), taken.data());
+    if (a.slots_out) std::copy(slots.begin(), slots.end(), a.slots_out + b * H);
     T* ww = a.ww + b * H * S;
     T* Mn = a.M_out + b * S * W;
     write_memory(a.M + b * S * W, a.rw + b * H * S, a.add + b * H * W, a.alpha + b * H, slots.data(), S, H, W, ww,
@@ -93,8 +99,18 @@ METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) {
     const T *rw = a.rw + b * H * S, *add = a.add + b * H * W, *alpha = a.alpha + b * H;
     const T* gu_out = a.gu_out + b * S;
-    least_used(a.u + b * S, S, H, slots.data(), taken.data());
-    write_memory(a.M + b * S * W, rw, add, alpha, slots.data(), S, H, W, ww.data(), Mn.data());
+    if (a.slots_in) {
+      std::copy(a.slots_in + b * H, a.slots_in + (b + 1) * H, slots.begin());
+    } else {
+      least_used(a.u + b * S, S, H, slots.data(), taken.data());
+    }
+    const T* Mnew = Mn.data();
+    if (a.M_out_in) {  // the forward's memory': only the write weights are needed again
+      write_weights(rw, alpha, slots.data(), S, H, ww.data());
+      Mnew = a.M_out_in + b * S * W;
+    } else {
+      write_memory(a.M + b * S * W, rw, add, alpha, slots.data(), S, H, W, ww.data(), Mn.data());
+    }
     // usage' = gamma·usage + Σ_h rw' + Σ_h ww: gu_out reaches rw' and ww of every head.
     const T* grw_out = a.grw_out + b * H * S;
     for (int64_t h = 0; h < H; ++h)
@@ -102,7 +118,7 @@ METALEARN_INLINE void backward_range(const Args<T>& a, int64_t b0, int64_t b1) {
     // gM collects the whole gradient of memory' (upstream + content read), then is masked below.
     T* gM = a.gM + b * S * W;
     std::copy(a.gM_out + b * S * W, a.gM_out + (b + 1) * S * W, gM);
-    content_read_backward_one<T>(Mn.data(), a.K + b * H * W, nullptr, gw.data(), a.greads + b * H * W, S,
+    content_read_backward_one<T>(Mnew, a.K + b * H * W, nullptr, gw.data(), a.greads + b * H * W, S,
                                  H, W, T(metalearn_ext::kCosEps), gM, a.gK + b * H * W, nullptr, scratch.data());
     // memory' = keep ⊙ memory + wwᵀ·add.
     const T* gww_out = a.gww + b * H * S;

@@ -18,6 +18,12 @@ struct MannStepArgs {
   const T *gM_out, *grw_out, *greads, *gu_out, *gww;
   T *gM, *gu, *grw, *gK, *gadd, *galpha;
   int64_t S, H, W;
+  // Optional (nullptr: not given). The forward writes the H least-used slots of every b, smallest usage first,
+  // to slots_out (B,H); the backward takes them from slots_in instead of choosing them again, and the memory
+  // after the step from M_out_in (B,S,W) instead of recomputing the write.
+  int64_t* slots_out;
+  const int64_t* slots_in;
+  const T* M_out_in;
 };
 
 // The forward (reads the inputs, writes the forward outputs) or the backward (reads the inputs and the
