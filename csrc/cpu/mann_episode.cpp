@@ -100,6 +100,23 @@ void check_args(const Tensor& x_gates, const Tensor& w_rec, const Tensor& w_head
               "mann_episode: takes float32 or float64, got ", x_gates.scalar_type());
 }
 
+// The inputs of step s's memory update: the state before it (memory, usage, read weights at index `state` of the
+// saved buffers) and the heads of step s.
+template <typename T>
+MannStepArgs<T> step_inputs(const Saved& sv, const Sizes& z, int64_t state, int64_t s, double gamma) {
+  const int64_t B = z.B, H = z.H, S = z.S, W = z.W;
+  MannStepArgs<T> m{};
+  m.M = sv.memory.const_data_ptr<T>() + state * B * S * W;
+  m.u = sv.usage.const_data_ptr<T>() + state * B * S;
+  m.rw = sv.read_weights.const_data_ptr<T>() + state * B * H * S;
+  m.K = sv.keys.const_data_ptr<T>() + s * B * H * W;
+  m.add = sv.add.const_data_ptr<T>() + s * B * H * W;
+  m.alpha = sv.alpha.const_data_ptr<T>() + s * B * H;
+  m.gamma = static_cast<T>(gamma);
+  m.S = S, m.H = H, m.W = W;
+  return m;
+}
+
 // The forward; with `keep` false only the outputs are meaningful (the memory ping-pongs in two buffers).
 // Returns (h (B, L, n), reads (B, L, HW)) as views of the saved (L, B, ·) buffers.
 Saved forward_cpu(const Tensor& x_gates_in, const Tensor& w_rec, const Tensor& w_head, const Tensor& b_head,
@@ -135,9 +152,9 @@ Saved forward_cpu(const Tensor& x_gates_in, const Tensor& w_rec, const Tensor& w
     const int64_t zw = hw + n;  // the row width of z
     const T* xg = x_gates_in.const_data_ptr<T>();
     const int64_t xs_b = x_gates_in.stride(0), xs_l = x_gates_in.stride(1), xs_g = x_gates_in.stride(2);
-    T *z = sv.z.mutable_data_ptr<T>(), *act = sv.act.mutable_data_ptr<T>(), *cell = sv.cell.mutable_data_ptr<T>();
+    const Sizes& sizes = z;
+    T *zbuf = sv.z.mutable_data_ptr<T>(), *act = sv.act.mutable_data_ptr<T>(), *cell = sv.cell.mutable_data_ptr<T>();
     T *tanh_c = sv.tanh_c.mutable_data_ptr<T>(), *hbuf = sv.h.mutable_data_ptr<T>();
-    T *keys = sv.keys.mutable_data_ptr<T>(), *add = sv.add.mutable_data_ptr<T>(), *alpha = sv.alpha.mutable_data_ptr<T>();
     T *mem = sv.memory.mutable_data_ptr<T>(), *usage = sv.usage.mutable_data_ptr<T>();
     T *rw = sv.read_weights.mutable_data_ptr<T>(), *reads = sv.reads.mutable_data_ptr<T>();
     T* ww = write_weights.mutable_data_ptr<T>();
@@ -171,24 +188,16 @@ Saved forward_cpu(const Tensor& x_gates_in, const Tensor& w_rec, const Tensor& w
       at::tanh_out(add_s, head.narrow(1, hw, hw));
       at::sigmoid_out(alpha_s, head.narrow(1, 2 * hw, H));
       const int64_t cur = keep ? s : s % 2, nxt = keep ? s + 1 : (s + 1) % 2;
-      MannStepArgs<T> m{};
-      m.M = mem + cur * B * S * W;
-      m.u = usage + cur * B * S;
-      m.rw = rw + cur * B * H * S;
-      m.K = keys + s * B * hw;
-      m.add = add + s * B * hw;
-      m.alpha = alpha + s * B * H;
-      m.gamma = static_cast<T>(gamma);
+      MannStepArgs<T> m = step_inputs<T>(sv, sizes, cur, s, gamma);
       m.M_out = mem + nxt * B * S * W;
       m.rw_out = rw + nxt * B * H * S;
       m.reads = reads + s * B * hw;
       m.u_out = usage + nxt * B * S;
       m.ww = ww;
-      m.S = S, m.H = H, m.W = W;
       m.slots_out = keep ? slots + s * B * H : nullptr;
       mann_step_run(m, B, /*backward=*/false);
       if (s + 1 < L) {  // z_{s+1} = [r_s ; h_s]
-        T* zn = z + (s + 1) * B * zw;
+        T* zn = zbuf + (s + 1) * B * zw;
         const T* r = reads + s * B * hw;
         for (int64_t b = 0; b < B; ++b) {
           std::copy(r + b * hw, r + (b + 1) * hw, zn + b * zw);
@@ -234,8 +243,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_h_in,
     const T *ghs = grad_h.const_data_ptr<T>(), *grs = grad_reads.const_data_ptr<T>();
     const T *act = sv.act.const_data_ptr<T>(), *cell = sv.cell.const_data_ptr<T>(), *tanh_c = sv.tanh_c.const_data_ptr<T>();
     const T *keys = sv.keys.const_data_ptr<T>(), *add = sv.add.const_data_ptr<T>(), *alpha = sv.alpha.const_data_ptr<T>();
-    const T *mem = sv.memory.const_data_ptr<T>(), *usage = sv.usage.const_data_ptr<T>();
-    const T* rw = sv.read_weights.const_data_ptr<T>();
+    const T* mem = sv.memory.const_data_ptr<T>();
     const int64_t* slots = sv.slots.const_data_ptr<int64_t>();
     T *dg_all = dgates.mutable_data_ptr<T>(), *dh_all = dhead.mutable_data_ptr<T>();
     T *gzp = gz.mutable_data_ptr<T>(), *gcp = gc.mutable_data_ptr<T>(), *ghp = gh.mutable_data_ptr<T>();
@@ -244,14 +252,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_h_in,
     for (int64_t s = L - 1; s >= 0; --s) {
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < hw; ++j) gr[b * hw + j] = grs[(s * B + b) * hw + j] + gzp[b * zw + j];
-      MannStepArgs<T> m{};
-      m.M = mem + s * B * S * W;
-      m.u = usage + s * B * S;
-      m.rw = rw + s * B * H * S;
-      m.K = keys + s * B * hw;
-      m.add = add + s * B * hw;
-      m.alpha = alpha + s * B * H;
-      m.gamma = static_cast<T>(gamma);
+      MannStepArgs<T> m = step_inputs<T>(sv, z, s, s, gamma);
       m.gM_out = gM.const_data_ptr<T>();
       m.grw_out = grw.const_data_ptr<T>();
       m.greads = gr;
@@ -263,7 +264,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_h_in,
       m.gK = gK.mutable_data_ptr<T>();
       m.gadd = gadd.mutable_data_ptr<T>();
       m.galpha = galpha.mutable_data_ptr<T>();
-      m.S = S, m.H = H, m.W = W;
       m.slots_in = slots + s * B * H;  // the forward's choice and memory': nothing of the step recomputed
       m.M_out_in = mem + (s + 1) * B * S * W;
       mann_step_run(m, B, /*backward=*/true);
