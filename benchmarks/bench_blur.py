@@ -14,11 +14,10 @@ from typing import Callable
 import torch
 
 import metalearn_ext
-from benchmarks.timing import add_speedups, median_seconds, op_call, ratio
+from benchmarks.timing import add_speedups, check_against, median_seconds, op_call, ratio
 from metalearn_ext.ops.blur_hebbian import blur_hebbian, blur_hebbian_reference
 from metalearn_ext.ops.blur_propagate import blur_propagate, blur_propagate_reference
 from metalearn_ext.ops.blur_propagate.inputs import hebbian_inputs, propagate_inputs
-from metalearn_ext.ops.testing import outputs_and_grads
 
 BATCHES = (1, 8, 128)
 LAYERS = ((64, 20, 2), (784, 512, 4), (512, 10, 8))  # (I, J, k)
@@ -70,15 +69,8 @@ def make(op: str, T: int, B: int, I: int, J: int, k: int, device: str) -> tuple[
 
 def check(fn: Callable, reference: Callable, inputs: list, upstream: list) -> str | None:
     """None if fn's output and gradients match the float64 reference, else what differs."""
-    want_out, want_grads = outputs_and_grads(lambda *x: [reference(*x)], [x.double() for x in inputs],
-                                             [u.double() for u in upstream])
-    got_out, got_grads = outputs_and_grads(lambda *x: [fn(*x)], inputs, upstream)
-    for i, (got, want) in enumerate(zip(got_out + got_grads, want_out + want_grads)):
-        scale = max(1.0, want.abs().max().item())
-        err = (got.double() - want).abs().max().item()
-        if not err <= 1e-4 * scale:  # also catches NaN
-            return f"{'output' if i == 0 else f'gradient {i - 1}'}: max abs error {err:.3g} (allowed {1e-4 * scale:.3g})"
-    return None
+    return check_against(lambda *x: [fn(*x)], lambda *x: [reference(*x)], inputs, upstream,
+                         names=["output"] + [f"gradient {i}" for i in range(len(inputs))])
 
 
 def flops(op: str, T: int, B: int, I: int, J: int, k: int) -> int:

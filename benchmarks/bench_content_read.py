@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 import metalearn_ext
-from benchmarks.timing import add_speedups, median_seconds, op_call
+from benchmarks.timing import add_speedups, check_against, median_seconds, op_call, ratio
 from metalearn_ext.ops.content_read import content_read, content_read_reference
 from metalearn_ext.ops.content_read import inputs as read_inputs
 from metalearn_ext.ops.mann_memory_step import inputs as step_inputs
@@ -21,7 +21,6 @@ from metalearn_ext.ops.mann_memory_step import (
     mann_memory_step,
     mann_memory_step_reference,
 )
-from metalearn_ext.ops.testing import outputs_and_grads
 
 SHAPES = [(16, 4, 128, 40), (256, 4, 128, 40), (16, 8, 1024, 64)]  # (B, H, S, W); the paper's first
 GAMMA = 0.95
@@ -40,18 +39,6 @@ def _variants(device: str, reference: Callable, compiled_op: Callable) -> dict[s
     return {k: v for k, v in out.items() if not only or k in only}
 
 
-def _check(fn, reference, inputs, upstream) -> str | None:
-    """None if fn's outputs and gradients match the float64 reference, else what differs."""
-    want = outputs_and_grads(reference, [x.double() for x in inputs], [u.double() for u in upstream])
-    got = outputs_and_grads(fn, inputs, upstream)
-    for i, (g, w) in enumerate(zip([*got[0], *got[1]], [*want[0], *want[1]])):
-        scale = max(1.0, w.abs().max().item())
-        err = (g.double() - w).abs().max().item()
-        if not err <= 1e-4 * scale:  # also catches NaN
-            return f"output/gradient #{i}: max abs error {err:.3g} (allowed {1e-4 * scale:.3g})"
-    return None
-
-
 def _run(op: str, device: str, shapes, reference: Callable, compiled_op: Callable, make_inputs: Callable,
          make_upstream: Callable) -> list[dict]:
     rows = []
@@ -61,7 +48,7 @@ def _run(op: str, device: str, shapes, reference: Callable, compiled_op: Callabl
         inputs, upstream = make_inputs(*shape, device=device), make_upstream(*shape, device=device)
         shape_rows = []
         for name, fn in variants.items():
-            error = _check(fn, reference, inputs, upstream)
+            error = check_against(fn, reference, inputs, upstream)
             for mode in ("fwd", "fwd+bwd"):
                 row = {"op": op, "shape": list(shape), "backend": name, "mode": mode, "device": device,
                        "ok": error is None, "error": error}
@@ -93,10 +80,8 @@ def format_rows(rows: list[dict]) -> str:
         if not r["ok"]:
             lines.append(f"{tuple(r['shape'])!s:<20} {r['backend']:<18} {r['mode']:<8} WRONG: {r['error']}")
             continue
-        ratios = [f"{r[k]:>{w}.2f}" if k in r else f"{'-':>{w}}"
-                  for k, w in (("speedup_vs_reference", 7), ("speedup_vs_reference+compile", 10))]
         lines.append(f"{tuple(r['shape'])!s:<20} {r['backend']:<18} {r['mode']:<8} {r['median_ms']:>10.3f} "
-                     f"{r['addressings_per_s'] / 1e6:>9.1f} {ratios[0]} {ratios[1]}")
+                     f"{r['addressings_per_s'] / 1e6:>9.1f} {ratio(r, 'reference', 7)} {ratio(r, 'reference+compile', 10)}")
     return "\n".join(lines)
 
 

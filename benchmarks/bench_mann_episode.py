@@ -13,10 +13,9 @@ import os
 import torch
 
 import metalearn_ext
-from benchmarks.timing import add_speedups, median_seconds, op_call, ratio
+from benchmarks.timing import add_speedups, check_against, median_seconds, op_call, ratio
 from metalearn_ext.ops.mann_episode import mann_episode, mann_episode_loop, mann_episode_reference
 from metalearn_ext.ops.mann_episode.inputs import make_inputs
-from metalearn_ext.ops.testing import outputs_and_grads
 
 SHAPES = [(16, 50, 200, 4, 128, 40), (1, 50, 200, 4, 128, 40), (64, 50, 200, 4, 128, 40)]  # (B, L, n, H, S, W)
 GAMMA, INIT = 0.95, 1e-6
@@ -36,23 +35,14 @@ def _variants(device: str, heads: int, slots: int) -> dict:
 
 
 def _check(name: str, fn, reference, inputs, upstream) -> str | None:
-    """None if fn's outputs and gradients match the reference, else what differs. In float64 (to 1e-9): in float32
-    a near-tie in usage can send one episode's write to another slot than float64 does (seen at batch 64: one
-    episode of 64 from step 35 on, the loop of cpp steps and the fused kernel alike), so float32 has no fixed
-    tolerance against float64. The compiled reference is checked in float32 against the eager one instead (a
-    float64 compile would cost minutes more)."""
+    """None if fn's outputs and gradients match the reference. In float64 (to 1e-9): in float32 a near-tie in usage
+    can send one episode's write to another slot than float64 does (seen at batch 64: one episode of 64 from step 35
+    on, the loop of cpp steps and the fused kernel alike), so float32 has no fixed tolerance against float64. The
+    compiled reference is checked in float32 against the eager one instead (a float64 compile would cost minutes
+    more)."""
     if name == "reference+compile":
-        want = outputs_and_grads(reference, inputs, upstream)
-        got, tol = outputs_and_grads(fn, inputs, upstream), 1e-4
-    else:
-        want = outputs_and_grads(reference, [x.double() for x in inputs], [u.double() for u in upstream])
-        got, tol = outputs_and_grads(fn, [x.double() for x in inputs], [u.double() for u in upstream]), 1e-9
-    for i, (g, w) in enumerate(zip([*got[0], *got[1]], [*want[0], *want[1]])):
-        scale = max(1.0, w.abs().max().item())
-        err = (g.double() - w.double()).abs().max().item()
-        if not err <= tol * scale:  # also catches NaN
-            return f"output/gradient #{i}: max abs error {err:.3g} (allowed {tol * scale:.3g})"
-    return None
+        return check_against(fn, reference, inputs, upstream, reference_dtype=None)
+    return check_against(fn, reference, inputs, upstream, tol=1e-9, fn_in_reference_dtype=True)
 
 
 def run(device: str = "cpu", shapes=SHAPES) -> list[dict]:

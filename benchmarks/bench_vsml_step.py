@@ -11,8 +11,7 @@ from typing import Callable
 import torch
 
 import metalearn_ext
-from benchmarks.timing import add_speedups, median_seconds, op_call, ratio
-from metalearn_ext.ops.testing import outputs_and_grads
+from benchmarks.timing import add_speedups, check_against, median_seconds, op_call, ratio
 from metalearn_ext.ops.vsml_step import vsml_step, vsml_step_reference
 from metalearn_ext.ops.vsml_step.inputs import make_inputs
 
@@ -38,16 +37,8 @@ def candidates(device: str, only: list[str] | None = None) -> dict[str, Callable
 
 def check(fn, inputs, upstream) -> str | None:
     """None if fn's outputs and gradients match the float64 reference, else what differs."""
-    want_out, want_grads = outputs_and_grads(functools.partial(vsml_step_reference, ticks=TICKS),
-                                       [x.double() for x in inputs], [u.double() for u in upstream])
-    got_out, got_grads = outputs_and_grads(fn, inputs, upstream)
     names = ["h", "c", "fwd_mean", "bwd_mean"] + [f"grad {n}" for n in ("h", "c", "fwd_in", "bwd_in", "weight", "bias")]
-    for name, got, want in zip(names, list(got_out) + list(got_grads), list(want_out) + list(want_grads)):
-        scale = max(1.0, want.abs().max().item())
-        err = (got.double() - want).abs().max().item()
-        if not err <= 1e-4 * scale:  # also catches NaN
-            return f"{name}: max abs error {err:.3g} (allowed {1e-4 * scale:.3g})"
-    return None
+    return check_against(fn, functools.partial(vsml_step_reference, ticks=TICKS), inputs, upstream, names=names)
 
 
 def peak_bandwidth(device: str) -> tuple[float | None, float | None]:

@@ -1,11 +1,15 @@
-"""Median wall time of a callable: CUDA events on GPU, torch.utils.benchmark on CPU."""
+"""What every op benchmark shares: the median wall time of a callable (CUDA events on GPU, torch.utils.benchmark
+on CPU), what one timed call runs, the speed-ups over the baselines, and the correctness check that runs before
+any timing (`check_against`)."""
 from __future__ import annotations
 
 import statistics
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.utils.benchmark as tb
+
+from metalearn_ext.ops.testing import outputs_and_grads
 
 
 def median_seconds(fn: Callable[[], object], device: str, min_run_time: float = 0.5) -> float:
@@ -35,8 +39,6 @@ def op_call(fn: Callable, inputs: list, upstream: list, mode: str) -> Callable[[
     """What one timed call of an op variant runs: ``fn(*inputs)`` without autograd ("fwd"), or the
     outputs and the gradients of every input for the ``upstream`` gradients of the outputs ("fwd+bwd";
     ``fn`` returns a list or tuple of outputs)."""
-    from metalearn_ext.ops.testing import outputs_and_grads
-
     if mode == "fwd":
         def call():
             with torch.no_grad():
@@ -60,3 +62,33 @@ def ratio(row: dict, baseline: str, width: int) -> str:
     """A row's speed-up over ``baseline``, right-aligned; '-' where that baseline was not run."""
     key = f"speedup_vs_{baseline}"
     return f"{row[key]:>{width}.2f}" if key in row else f"{'-':>{width}}"
+
+
+def check_against(fn: Callable, reference: Callable, inputs: Sequence[torch.Tensor], upstream: Sequence[torch.Tensor],
+                  *, tol: float = 1e-4, names: Sequence[str] | None = None, fn_in_reference_dtype: bool = False,
+                  reference_dtype: torch.dtype | None = torch.float64) -> str | None:
+    """None if ``fn``'s outputs and the gradients of every input (for the ``upstream`` gradients of the outputs) match
+    ``reference``'s, else what differs first: its name and its max abs error against ``tol · max(1, max |reference|)``.
+
+    ``fn`` and ``reference`` take ``*inputs`` and return a list or tuple of outputs. The reference runs on the inputs
+    cast to ``reference_dtype`` (float64 by default; None: as given), ``fn`` on the inputs as given, or also cast with
+    ``fn_in_reference_dtype``. ``names``: one per output then one per input gradient (default "output i" and
+    "gradient i"). NaN anywhere is a mismatch."""
+    def cast(xs):
+        return [x.to(reference_dtype) for x in xs] if reference_dtype is not None else list(xs)
+
+    want_out, want_grads = outputs_and_grads(reference, cast(inputs), cast(upstream))
+    got_out, got_grads = (outputs_and_grads(fn, cast(inputs), cast(upstream)) if fn_in_reference_dtype
+                          else outputs_and_grads(fn, inputs, upstream))
+    if len(got_out) != len(want_out):
+        return f"{len(got_out)} outputs, the reference has {len(want_out)}"
+    names = list(names) if names is not None else (
+        [f"output {i}" for i in range(len(want_out))] + [f"gradient {i}" for i in range(len(want_grads))])
+    for name, got, want in zip(names, [*got_out, *got_grads], [*want_out, *want_grads]):
+        if got.shape != want.shape:
+            return f"{name}: shape {tuple(got.shape)}, the reference's {tuple(want.shape)}"
+        scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
+        err = (got.double() - want.double()).abs().max().item() if want.numel() else 0.0
+        if not err <= tol * scale:  # also catches NaN
+            return f"{name}: max abs error {err:.3g} (allowed {tol * scale:.3g})"
+    return None

@@ -6,6 +6,7 @@ import sys
 import benchmarks
 from benchmarks import bench_vsml_step as bench
 from benchmarks import run
+from benchmarks.timing import check_against
 from metalearn_ext.ops.vsml_step import vsml_step_reference
 
 
@@ -23,6 +24,37 @@ def test_wrong_kernel_reports_no_speed(monkeypatch):
     bad = by_backend[("wrong", "fwd")]
     assert not bad["ok"] and "fwd_mean" in bad["error"] and "median_ms" not in bad
     assert "WRONG" in bench.format_rows(rows)
+
+
+def test_check_against_names_the_first_mismatch():
+    """The check every op benchmark runs before timing: right gives None; a wrong output, a wrong gradient, NaN, a
+    wrong shape or a missing output are each named; the reference runs in float64 unless told otherwise."""
+    import torch
+
+    def ref(x, y):
+        return [x * y, (x + y).sum(-1)]
+
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)]
+    upstream = [torch.randn(3, 4, generator=g), torch.randn(3, generator=g)]
+    assert check_against(ref, ref, inputs, upstream) is None
+    assert check_against(lambda x, y: [x * y * (1 + 1e-3), (x + y).sum(-1)], ref, inputs, upstream).startswith(
+        "output 0: max abs error")
+    # x * y.detach() is right forward, misses y's gradient through the product
+    assert check_against(lambda x, y: [x * y.detach(), (x + y).sum(-1)], ref, inputs, upstream).startswith(
+        "gradient 1:")
+    assert check_against(lambda x, y: [x * y, (x + y).sum(-1) * float("nan")], ref, inputs, upstream).startswith(
+        "output 1:")
+    assert "shape" in check_against(lambda x, y: [x * y, (x + y).sum(-1, keepdim=True)], ref, inputs, upstream)
+    assert "1 outputs" in check_against(lambda x, y: [x * y], ref, inputs, upstream)
+    assert check_against(ref, ref, inputs, upstream, names=["p", "s", "dx", "dy"]) is None
+    seen = []
+    check_against(ref, lambda x, y: (seen.append(x.dtype), ref(x, y))[1], inputs, upstream)
+    check_against(ref, lambda x, y: (seen.append(x.dtype), ref(x, y))[1], inputs, upstream, reference_dtype=None)
+    assert seen == [torch.float64, torch.float32]
+    # float32 against float64 at a tolerance float32 cannot meet, unless fn runs in float64 too
+    assert check_against(ref, ref, [x * 1e3 for x in inputs], upstream, tol=1e-12) is not None
+    assert check_against(ref, ref, [x * 1e3 for x in inputs], upstream, tol=1e-12, fn_in_reference_dtype=True) is None
 
 
 def test_table_shows_every_ratio_or_a_dash(monkeypatch):

@@ -10,10 +10,10 @@ import torch
 
 import metalearn_ext
 from metalearn_ext.ops.blur_hebbian import blur_hebbian, blur_hebbian_reference
-from metalearn_ext.ops.blur_propagate import blur_propagate, blur_propagate_reference
+from metalearn_ext.ops.blur_propagate import blur_propagate
 from metalearn_ext.ops.blur_propagate.inputs import hebbian_inputs
 from metalearn_ext.ops.testing import outputs_and_grads
-from tests.ops.conftest import assert_close_fp32, float64_truth, nan_filled_allocations
+from tests.ops.conftest import assert_close_fp32, assert_compiles_fullgraph, float64_truth, nan_filled_allocations
 
 OP = "blur_hebbian"
 NAMES = ["weight", "pre", "post", "pre_mix", "post_mix", "decay", "lr"]
@@ -143,16 +143,8 @@ def test_torch_compile_fullgraph_learning_step(backend, device):
     _, _, _, pre_mix, post_mix, decay, lr = hebbian_inputs(2, 4, 6, 3, 2, device=device, seed=3)
     mu = nu.flip(0)
     inputs = [x.requires_grad_(True) for x in (weight, nu, mu, pre_mix, post_mix, decay, lr)]
-    compiled = torch.compile(lambda *x: learning_step(a0, *x, backend=backend), fullgraph=True)
-    with warnings.catch_warnings():  # the compiled backward is the kernels', not the reference's
-        warnings.filterwarnings("error", message=".*double backward")
-        got = compiled(*inputs)
-        g_got = torch.autograd.grad(got, inputs)
-    want = learning_step(a0, *inputs, backend="reference")
-    g_want = torch.autograd.grad(want, inputs)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    for a, b in zip(g_got, g_want):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert_compiles_fullgraph(lambda *x: learning_step(a0, *x, backend=backend), inputs,
+                              lambda *x: learning_step(a0, *x, backend="reference"), grad_rtol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(3, 8, 64, 30, 2), (1, 16, 64, 40, 2)], ids=lambda s: "x".join(map(str, s)))

@@ -14,7 +14,13 @@ from metalearn_ext.ops.choice import choose_backend
 from metalearn_ext.ops.content_read import content_read, content_read_reference
 from metalearn_ext.ops.content_read.inputs import make_inputs, make_upstream
 from metalearn_ext.ops.testing import outputs_and_grads
-from tests.ops.conftest import assert_close_fp32, float64_truth, nan_filled_allocations
+from tests.ops.conftest import (
+    assert_close_fp32,
+    assert_compiles_fullgraph,
+    assert_cpu_backend_choice,
+    float64_truth,
+    nan_filled_allocations,
+)
 
 OP = "content_read"
 OUTPUTS = ["weights", "reads"]
@@ -148,13 +154,7 @@ def test_torch_compile_fullgraph(backend, device):
         w2, r2 = content_read(memory, r1.tanh(), None, backend=backend)  # beta None in the same graph
         return (w1 * w2).sum() + (r2 ** 2).sum()
 
-    compiled = torch.compile(f, fullgraph=True)
-    with warnings.catch_warnings():  # the compiled backward is the kernel's, not the reference's
-        warnings.filterwarnings("error", message=".*double backward")
-        got, want = compiled(*inputs), f(*inputs)
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        for a, b in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(want, inputs)):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert_compiles_fullgraph(f, inputs)
 
 
 def test_double_backward_matches_reference():
@@ -176,11 +176,7 @@ def test_double_backward_matches_reference():
 
 def test_backend_choice():
     inputs = make_inputs(1, 2, 3, 4)
-    if metalearn_ext.backends()["cpp"].available:
-        assert choose_backend(OP, None, *inputs) == "cpp"
-        with pytest.raises(RuntimeError, match="the cpp backend takes float32 or float64, got torch.float16"):
-            content_read(*[x.half() for x in inputs], backend="cpp")
-    assert choose_backend(OP, None, *[x.half() for x in inputs]) == "reference"
+    assert_cpu_backend_choice(OP, content_read, inputs)
     with pytest.raises(ValueError, match="backend must be one of"):
         content_read(*inputs, backend="fastest")
 

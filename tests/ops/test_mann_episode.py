@@ -5,18 +5,21 @@ The harness (backend fixture, NaN-filled allocations, float64 truth, tolerances)
 """
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
 import metalearn_ext
 from metalearn_ext.ops import autograd as ops_autograd
-from metalearn_ext.ops.choice import choose_backend
 from metalearn_ext.ops.mann_episode import mann_episode, mann_episode_loop, mann_episode_reference
 from metalearn_ext.ops.mann_episode.inputs import make_inputs
 from metalearn_ext.ops.testing import outputs_and_grads
-from tests.ops.conftest import assert_close_fp32, float64_truth, nan_filled_allocations
+from tests.ops.conftest import (
+    assert_close_fp32,
+    assert_compiles_fullgraph,
+    assert_cpu_backend_choice,
+    float64_truth,
+    nan_filled_allocations,
+)
 
 OP = "mann_episode"
 INPUTS = ["x_gates", "w_rec", "w_head", "b_head"]
@@ -209,22 +212,12 @@ def test_torch_compile_fullgraph():
         h, r = mann_episode(x * 1.5, w_rec, w_head, b_head, 2, 6, GAMMA, INIT, backend="cpp")
         return h.square().sum() + r.sum()
 
-    compiled = torch.compile(f, fullgraph=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*double backward")
-        got, want = compiled(*inputs), f(*inputs)
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        for a, b in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(want, inputs)):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert_compiles_fullgraph(f, inputs)
 
 
 def test_backend_choice():
-    inputs = make_inputs(1, 2, 3, 1, 2, 2)
-    if metalearn_ext.backends()["cpp"].available:
-        assert choose_backend(OP, None, *inputs, 1, 2, GAMMA, INIT) == "cpp"
-        with pytest.raises(RuntimeError, match="the cpp backend takes float32 or float64, got torch.float16"):
-            mann_episode(*[x.half() for x in inputs], 1, 2, backend="cpp")
-    assert choose_backend(OP, None, *[x.half() for x in inputs], 1, 2, GAMMA, INIT) == "reference"
+    assert_cpu_backend_choice(OP, lambda *x, backend: mann_episode(*x, 1, 2, backend=backend),
+                              make_inputs(1, 2, 3, 1, 2, 2), 1, 2, GAMMA, INIT)
 
 
 # ---- bad input: errors naming the argument ----

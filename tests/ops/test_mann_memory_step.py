@@ -4,13 +4,10 @@ The harness (backend fixture, NaN-filled allocations, float64 truth, tolerances)
 """
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
 import metalearn_ext
-from metalearn_ext.ops.choice import choose_backend
 from metalearn_ext.ops.mann_memory_step import (
     least_used,
     mann_memory_step,
@@ -18,7 +15,13 @@ from metalearn_ext.ops.mann_memory_step import (
 )
 from metalearn_ext.ops.mann_memory_step.inputs import make_inputs, make_upstream
 from metalearn_ext.ops.testing import outputs_and_grads
-from tests.ops.conftest import assert_close_fp32, float64_truth, nan_filled_allocations
+from tests.ops.conftest import (
+    assert_close_fp32,
+    assert_compiles_fullgraph,
+    assert_cpu_backend_choice,
+    float64_truth,
+    nan_filled_allocations,
+)
 
 OP = "mann_memory_step"
 INPUTS = ["memory", "usage", "read_weights", "keys", "add", "alpha"]
@@ -185,19 +188,9 @@ def test_torch_compile_fullgraph(backend, device):
                                                                   args[4], args[5], backend=backend)
         return (reads * reads2).sum() + usage.square().sum() + memory.sum() + write_weights.sum()
 
-    compiled = torch.compile(f, fullgraph=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*double backward")
-        got, want = compiled(*inputs), f(*inputs)
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        for a, b in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(want, inputs)):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert_compiles_fullgraph(f, inputs)
 
 
 def test_backend_choice():
-    inputs = make_inputs(1, 2, 3, 4)
-    if metalearn_ext.backends()["cpp"].available:
-        assert choose_backend(OP, None, *inputs, GAMMA) == "cpp"
-        with pytest.raises(RuntimeError, match="the cpp backend takes float32 or float64, got torch.float16"):
-            mann_memory_step(*[x.half() for x in inputs], backend="cpp")
-    assert choose_backend(OP, None, *[x.half() for x in inputs], GAMMA) == "reference"
+    assert_cpu_backend_choice(OP, lambda *x, backend: mann_memory_step(*x, backend=backend), make_inputs(1, 2, 3, 4),
+                              GAMMA)

@@ -16,7 +16,13 @@ from metalearn_ext.ops.choice import choose_backend
 from metalearn_ext.ops.testing import outputs_and_grads
 from metalearn_ext.ops.vsml_step import vsml_step, vsml_step_reference
 from metalearn_ext.ops.vsml_step.inputs import make_inputs
-from tests.ops.conftest import assert_close_fp32, device_for, float64_truth, nan_filled_allocations
+from tests.ops.conftest import (
+    assert_close_fp32,
+    assert_compiles_fullgraph,
+    device_for,
+    float64_truth,
+    nan_filled_allocations,
+)
 
 OP = "vsml_step"
 
@@ -172,16 +178,7 @@ def test_torch_compile_fullgraph(backend, device):
         h, c, fm, bm = vsml_step(h, c, fwd_in, bwd_in, weight, bias, ticks=2, backend=backend)
         return (h.sum(-1) ** 2).sum() + fm.tanh().sum() + bm.sum() + c.mean()
 
-    compiled = torch.compile(f, fullgraph=True)
-    with warnings.catch_warnings():  # the compiled backward is the kernel's, not the reference's
-        warnings.filterwarnings("error", message=".*double backward")
-        got = compiled(*inputs)
-        want = f(*inputs)
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        g_got = torch.autograd.grad(got, inputs)
-        g_want = torch.autograd.grad(want, inputs)
-    for a, b in zip(g_got, g_want):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert_compiles_fullgraph(f, inputs)
 
 
 def test_backend_selection_and_reporting():
