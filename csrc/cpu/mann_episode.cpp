@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <iterator>
 #include <tuple>
 #include <vector>
 
@@ -41,15 +42,25 @@ struct Saved {
   Tensor read_weights;  // (L+1, B, H, S)
   Tensor reads;   // (L, B, HW)
   Tensor slots;   // (L, B, H) int64: the least-used slots each step wrote to
-
-  std::vector<Tensor> list() const {
-    return {z, act, cell, tanh_c, h, keys, add, alpha, memory, usage, read_weights, reads, slots};
-  }
-  static Saved from(const std::vector<Tensor>& t, size_t i) {
-    return Saved{t[i],     t[i + 1], t[i + 2], t[i + 3],  t[i + 4],  t[i + 5], t[i + 6],
-                 t[i + 7], t[i + 8], t[i + 9], t[i + 10], t[i + 11], t[i + 12]};
-  }
 };
+
+// Every field of Saved once, in one order: what the autograd node saves after its inputs and reads back.
+constexpr Tensor Saved::*kSavedFields[] = {&Saved::z,      &Saved::act,   &Saved::cell,         &Saved::tanh_c,
+                                           &Saved::h,      &Saved::keys,  &Saved::add,          &Saved::alpha,
+                                           &Saved::memory, &Saved::usage, &Saved::read_weights, &Saved::reads,
+                                           &Saved::slots};
+
+void append_saved(const Saved& sv, std::vector<Tensor>& out) {
+  for (auto field : kSavedFields) out.push_back(sv.*field);
+}
+
+Saved saved_from(const std::vector<Tensor>& t, size_t first) {
+  TORCH_CHECK(t.size() == first + std::size(kSavedFields), "mann_episode: ", t.size() - first,
+              " saved buffers, expected ", std::size(kSavedFields));
+  Saved sv;
+  for (auto field : kSavedFields) sv.*field = t[first++];
+  return sv;
+}
 
 // The episode's buffers are megabytes (the memory after every step alone is (L+1)·B·S·W values: 16 MB at MANN's
 // sizes). Fresh from the allocator each call, glibc maps them anew and every page faults in again: ~15 ms of a
@@ -144,7 +155,7 @@ Saved forward_cpu(const Tensor& x_gates_in, const Tensor& w_rec, const Tensor& w
   sv.read_weights = pooled(kReadWeights, {states, B, H, S}, opt);
   sv.read_weights[0].zero_();
   sv.reads = pooled(kReads, {L, B, hw}, opt);
-  sv.slots = pooled(kSlots, {keep ? L : 1, B, H}, opt.dtype(at::kLong));
+  if (keep) sv.slots = pooled(kSlots, {L, B, H}, opt.dtype(at::kLong));  // without keep, no step's choice is read
   Tensor head = at::empty({B, 2 * hw + H}, opt);
   Tensor write_weights = at::empty({B, H, S}, opt);
   AT_DISPATCH_FLOATING_TYPES(x_gates_in.scalar_type(), "mann_episode", [&] {
@@ -158,7 +169,7 @@ Saved forward_cpu(const Tensor& x_gates_in, const Tensor& w_rec, const Tensor& w
     T *mem = sv.memory.mutable_data_ptr<T>(), *usage = sv.usage.mutable_data_ptr<T>();
     T *rw = sv.read_weights.mutable_data_ptr<T>(), *reads = sv.reads.mutable_data_ptr<T>();
     T* ww = write_weights.mutable_data_ptr<T>();
-    int64_t* slots = sv.slots.mutable_data_ptr<int64_t>();
+    int64_t* slots = keep ? sv.slots.mutable_data_ptr<int64_t>() : nullptr;
     for (int64_t s = 0; s < L; ++s) {
       T* a = act + s * B * 4 * n;
       for (int64_t b = 0; b < B; ++b) {  // the gates start as the input part, then += z_s · W_recᵀ
@@ -397,8 +408,10 @@ class MannEpisodeFunction : public torch::autograd::Function<MannEpisodeFunction
     check_args(x_gates, w_rec, w_head, b_head, heads, slots, z);
     const Tensor wr = contiguous(w_rec), wh = contiguous(w_head);
     const Saved sv = forward_cpu(x_gates, wr, wh, contiguous(b_head), z, gamma, memory_init, /*keep=*/true);
+    // the inputs, for a backward with create_graph=True (the backward op, differentiated through the reference);
+    // wr and wh, the contiguous weights the direct backward multiplies by; then the forward's buffers
     variable_list saved{x_gates, w_rec, w_head, b_head, wr, wh};
-    for (Tensor& t : sv.list()) saved.push_back(t);
+    append_saved(sv, saved);
     ctx->save_for_backward(saved);
     ctx->saved_data["sizes"] = std::vector<int64_t>{z.B, z.L, z.n, z.H, z.S, z.W};
     return {sv.h.transpose(0, 1), sv.reads.transpose(0, 1)};
@@ -431,7 +444,7 @@ class MannEpisodeFunction : public torch::autograd::Function<MannEpisodeFunction
       at::AutoDispatchBelowADInplaceOrView guard;
       const auto sz = ctx->saved_data["sizes"].toIntVector();
       const Sizes z{sz[0], sz[1], sz[2], sz[3], sz[4], sz[5]};
-      g = backward_cpu(grads[0], grads[1], saved[4], saved[5], z, gamma, Saved::from(saved, 6));
+      g = backward_cpu(grads[0], grads[1], saved[4], saved[5], z, gamma, saved_from(saved, 6));
     }
     result[0] = std::get<0>(g), result[1] = std::get<1>(g), result[2] = std::get<2>(g), result[3] = std::get<3>(g);
     for (int i = 0; i < 4; ++i) {
