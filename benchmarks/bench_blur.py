@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 import metalearn_ext
-from benchmarks.timing import add_speedups, check_against, median_seconds, op_call, ratio
+from benchmarks.timing import check_against, ratio, time_variants
 from metalearn_ext.ops.blur_hebbian import blur_hebbian, blur_hebbian_reference
 from metalearn_ext.ops.blur_propagate import blur_propagate, blur_propagate_reference
 from metalearn_ext.ops.blur_propagate.inputs import hebbian_inputs, propagate_inputs
@@ -90,19 +90,11 @@ def run(device: str = "cpu") -> list[dict]:
                 for I, J, k in LAYERS:
                     shape = (T, B, I, J, k)
                     inputs, upstream = make(op, *shape, device)
-                    shape_rows = []
-                    for name, fn in variants.items():
-                        error = check(fn, _reference(op), inputs, upstream)
-                        for mode in modes:
-                            row = dict(op=f"blur_{op}", shape=list(shape), backend=name, mode=mode, device=device,
-                                       ok=error is None, error=error)
-                            if error is None:
-                                call = op_call(lambda *x, fn=fn: [fn(*x)], inputs, upstream, mode)
-                                t = median_seconds(call, device, min_run_time=0.2)
-                                row.update(median_ms=t * 1e3, gflops=flops(op, *shape) / t / 1e9)
-                            shape_rows.append(row)
-                    add_speedups(shape_rows)
-                    rows += shape_rows
+                    wrapped = {name: (lambda *x, fn=fn: [fn(*x)]) for name, fn in variants.items()}  # a list out
+                    rows += time_variants(
+                        wrapped, lambda name, _: check(variants[name], _reference(op), inputs, upstream), inputs,
+                        upstream, device, row={"op": f"blur_{op}", "shape": list(shape)},
+                        work={"gflops": flops(op, *shape) / 1e9}, modes=modes, min_run_time=0.2)
     return rows
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 import metalearn_ext
-from benchmarks.timing import add_speedups, check_against, median_seconds, op_call, ratio
+from benchmarks.timing import check_against, ratio, time_variants
 from metalearn_ext.ops.content_read import content_read, content_read_reference
 from metalearn_ext.ops.content_read import inputs as read_inputs
 from metalearn_ext.ops.mann_memory_step import inputs as step_inputs
@@ -46,18 +46,9 @@ def _run(op: str, device: str, shapes, reference: Callable, compiled_op: Callabl
     for shape in shapes:
         B, H, S, _ = shape
         inputs, upstream = make_inputs(*shape, device=device), make_upstream(*shape, device=device)
-        shape_rows = []
-        for name, fn in variants.items():
-            error = check_against(fn, reference, inputs, upstream)
-            for mode in ("fwd", "fwd+bwd"):
-                row = {"op": op, "shape": list(shape), "backend": name, "mode": mode, "device": device,
-                       "ok": error is None, "error": error}
-                if error is None:
-                    t = median_seconds(op_call(fn, inputs, upstream, mode), device)
-                    row.update(median_ms=t * 1e3, addressings_per_s=B * H * S / t)
-                shape_rows.append(row)
-        add_speedups(shape_rows)
-        rows += shape_rows
+        rows += time_variants(variants, lambda name, fn: check_against(fn, reference, inputs, upstream), inputs,
+                              upstream, device, row={"op": op, "shape": list(shape)},
+                              work={"addressings_per_s": B * H * S})
     return rows
 
 

@@ -13,7 +13,7 @@ import os
 import torch
 
 import metalearn_ext
-from benchmarks.timing import add_speedups, check_against, median_seconds, op_call, ratio
+from benchmarks.timing import check_against, ratio, time_variants
 from metalearn_ext.ops.mann_episode import mann_episode, mann_episode_loop, mann_episode_reference
 from metalearn_ext.ops.mann_episode.inputs import make_inputs
 
@@ -55,18 +55,11 @@ def run(device: str = "cpu", shapes=SHAPES) -> list[dict]:
         g = torch.Generator().manual_seed(1)
         upstream = [torch.randn(B, L, n, generator=g).to(device), torch.randn(B, L, H * W, generator=g).to(device)]
         variants = _variants(device, H, S)
-        shape_rows = []
-        for name, fn in variants.items():
-            error = _check(name, fn, variants["reference"], inputs, upstream) if name != "reference" else None
-            for mode in ("fwd", "fwd+bwd"):
-                row = {"op": "mann_episode", "shape": list(shape), "backend": name, "mode": mode, "device": device,
-                       "threads": torch.get_num_threads(), "ok": error is None, "error": error}
-                if error is None:
-                    t = median_seconds(op_call(fn, inputs, upstream, mode), device)
-                    row.update(median_ms=t * 1e3, steps_per_s=B * L / t)
-                shape_rows.append(row)
-        add_speedups(shape_rows)
-        rows += shape_rows
+        rows += time_variants(
+            variants, lambda name, fn: _check(name, fn, variants["reference"], inputs, upstream)
+            if name != "reference" else None, inputs, upstream, device,
+            row={"op": "mann_episode", "shape": list(shape), "threads": torch.get_num_threads()},
+            work={"steps_per_s": B * L})
     return rows
 
 

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 import metalearn_ext
-from benchmarks.timing import add_speedups, check_against, median_seconds, op_call, ratio
+from benchmarks.timing import check_against, median_seconds, ratio, time_variants
 from metalearn_ext.ops.vsml_step import vsml_step, vsml_step_reference
 from metalearn_ext.ops.vsml_step.inputs import make_inputs
 
@@ -68,22 +68,15 @@ def run(device: str = "cpu", shapes=SHAPES, extra: dict[str, Callable] | None = 
         inputs = make_inputs(*shape, device=device)
         g = torch.Generator().manual_seed(1)
         upstream = [torch.randn(s, generator=g).to(device) for s in [(T, A, B, N)] * 2 + [(T, B, N), (T, A, N)]]
-        shape_rows = []
-        for name, fn in variants.items():
-            error = check(fn, inputs, upstream)
-            for mode in ("fwd", "fwd+bwd"):
-                row = dict(op="vsml_step", shape=list(shape), ticks=TICKS, backend=name, mode=mode, device=device,
-                           ok=error is None, error=error)
-                if error is None:
-                    t = median_seconds(op_call(fn, inputs, upstream, mode), device)
-                    row.update(median_ms=t * 1e3, synapse_ticks_per_s=T * A * B * TICKS / t)
-                    if mode == "fwd" and spec_bw:
-                        bw = io_bytes(*shape) / t
-                        row.update(gbytes_per_s=bw / 1e9, roofline_fraction=bw / spec_bw,
-                                   copy_bw_fraction=bw / copy_bw)
-                shape_rows.append(row)
-        add_speedups(shape_rows)
-        rows += shape_rows
+
+        def bandwidth(row: dict, mode: str, seconds: float, shape=shape) -> None:
+            if mode == "fwd" and spec_bw:
+                bw = io_bytes(*shape) / seconds
+                row.update(gbytes_per_s=bw / 1e9, roofline_fraction=bw / spec_bw, copy_bw_fraction=bw / copy_bw)
+
+        rows += time_variants(variants, lambda name, fn: check(fn, inputs, upstream), inputs, upstream, device,
+                              row={"op": "vsml_step", "shape": list(shape), "ticks": TICKS},
+                              work={"synapse_ticks_per_s": T * A * B * TICKS}, extra=bandwidth)
     return rows
 
 

@@ -1,6 +1,6 @@
 """What every op benchmark shares: the median wall time of a callable (CUDA events on GPU, torch.utils.benchmark
-on CPU), what one timed call runs, the speed-ups over the baselines, and the correctness check that runs before
-any timing (`check_against`)."""
+on CPU), what one timed call runs, the speed-ups over the baselines, the correctness check that runs before any
+timing (`check_against`), and the loop over one shape's variants and modes (`time_variants`)."""
 from __future__ import annotations
 
 import statistics
@@ -92,3 +92,27 @@ def check_against(fn: Callable, reference: Callable, inputs: Sequence[torch.Tens
         if not err <= tol * scale:  # also catches NaN
             return f"{name}: max abs error {err:.3g} (allowed {tol * scale:.3g})"
     return None
+
+
+def time_variants(variants: dict[str, Callable], check: Callable[[str, Callable], str | None], inputs: list,
+                  upstream: list, device: str, *, row: dict, work: dict[str, float] | None = None,
+                  modes: Sequence[str] = ("fwd", "fwd+bwd"), min_run_time: float = 0.5,
+                  extra: Callable[[dict, str, float], None] | None = None) -> list[dict]:
+    """One shape's rows, a row per variant and mode: ``row``'s fields (op, shape, ...), then backend, mode, device, ok,
+    error. ``check(name, fn)`` runs first (None, or what differs): a wrong variant gets no time. A right one gets
+    median_ms and, for each ``work`` entry (name -> units per call), that rate per second; ``extra(row, mode,
+    seconds)`` may add more. Speed-ups over the baselines are added once every variant is timed."""
+    rows = []
+    for name, fn in variants.items():
+        error = check(name, fn)
+        for mode in modes:
+            r = {**row, "backend": name, "mode": mode, "device": device, "ok": error is None, "error": error}
+            if error is None:
+                t = median_seconds(op_call(fn, inputs, upstream, mode), device, min_run_time=min_run_time)
+                r["median_ms"] = t * 1e3
+                r.update({key: units / t for key, units in (work or {}).items()})
+                if extra is not None:
+                    extra(r, mode, t)
+            rows.append(r)
+    add_speedups(rows)
+    return rows

@@ -6,7 +6,7 @@ import pytest
 
 import metalearn_ext
 from benchmarks import bench_mann_episode as bench
-from benchmarks import run
+from benchmarks import run, timing
 from metalearn_ext.ops.mann_episode import mann_episode_reference
 
 SHAPE = (2, 3, 4, 2, 5, 3)  # (B, L, n, H, S, W)
@@ -26,7 +26,7 @@ def test_wrong_variant_reports_no_speed(monkeypatch):
                 **{k: v for k, v in found.items() if k in ("cpp", "loop of cpp steps")}}
 
     monkeypatch.setattr(bench, "_variants", variants)
-    monkeypatch.setattr(bench, "median_seconds", lambda fn, device: (fn(), 1e-3)[1])  # correctness is the point
+    monkeypatch.setattr(timing, "median_seconds", lambda fn, device, min_run_time=0.5: (fn(), 1e-3)[1])  # correctness is the point
     rows = bench.run("cpu", shapes=[SHAPE])
     by = {(r["backend"], r["mode"]): r for r in rows}
     assert by["reference", "fwd"]["ok"] and by["reference", "fwd+bwd"]["median_ms"] > 0
