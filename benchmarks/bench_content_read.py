@@ -72,7 +72,8 @@ def format_rows(rows: list[dict]) -> str:
             lines.append(f"{tuple(r['shape'])!s:<20} {r['backend']:<18} {r['mode']:<8} WRONG: {r['error']}")
             continue
         lines.append(f"{tuple(r['shape'])!s:<20} {r['backend']:<18} {r['mode']:<8} {r['median_ms']:>10.3f} "
-                     f"{r['addressings_per_s'] / 1e6:>9.1f} {ratio(r, 'reference', 7)} {ratio(r, 'reference+compile', 10)}")
+                     f"{r['addressings_per_s'] / 1e6:>9.1f} {ratio(r, 'reference', 7)} "
+                     f"{ratio(r, 'reference+compile', 10)}")
     return "\n".join(lines)
 
 

@@ -83,8 +83,8 @@ def assert_close_fp32(actual: Tensor, expected: Tensor, what: str) -> None:
     torch.testing.assert_close(actual, expected, rtol=FP32_RTOL, atol=FP32_RTOL * scale, msg=lambda m: f"{what}: {m}")
 
 
-def assert_compiles_fullgraph(f: Callable[..., Tensor], inputs: Sequence[Tensor], eager: Callable[..., Tensor] | None = None,
-                              *, rtol: float = 1e-5, atol: float = 1e-5, grad_rtol: float | None = None) -> None:
+def assert_compiles_fullgraph(f: Callable[..., Tensor], inputs: Sequence[Tensor],
+                              eager: Callable[..., Tensor] | None = None, *, rtol: float = 1e-5, atol: float = 1e-5, grad_rtol: float | None = None) -> None:
     """``torch.compile(f, fullgraph=True)(*inputs)``, a scalar, equals ``eager(*inputs)`` (default ``f`` itself), and
     so do its gradients with respect to every input (each ``requires_grad``). A warning about a double backward is an
     error here: the compiled backward must be the kernel's, not the reference's fallback."""
