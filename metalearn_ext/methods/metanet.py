@@ -31,9 +31,11 @@ class MetaNetModelConfig:
     fast_layers: int | None = None  # top layers with fast weights (None: all, the paper's)
     gradients: Literal["vmap", "loop"] = "vmap"  # per-example support gradients: one vmap call or a loop
     channels_last: bool = True  # NHWC convolutions: 1.9x faster evaluation on a CPU
+    attention_scale: float = 1.0  # factor on the attention's cosines (1: the paper's)
+    learn_attention_scale: bool = False  # train that factor (from attention_scale)
 
     def check(self, section: str) -> None:
-        check_positive(self, section, "hidden", "depth", "embed", "meta_hidden", "p")
+        check_positive(self, section, "hidden", "depth", "embed", "meta_hidden", "p", "attention_scale")
         if self.max_way < 2:
             raise ConfigError(f"config key '{section}.max_way': must be >= 2, got {self.max_way}")
         if self.fast_layers is not None and not 2 <= self.fast_layers <= self.depth + 2:
@@ -80,7 +82,8 @@ class MetaNetMethod(FewShotMethod):
             raise ConfigError(f"MetaNet needs square images, the task gives {h}x{w}")
         return MetaNet(max_way=m.max_way, in_channels=c, image_size=h, hidden=m.hidden, depth=m.depth,
                        embed=m.embed, meta_hidden=m.meta_hidden, p=m.p, fast_layers=m.fast_layers,
-                       gradients=m.gradients, channels_last=m.channels_last)
+                       gradients=m.gradients, channels_last=m.channels_last, attention_scale=m.attention_scale,
+                       learn_attention_scale=m.learn_attention_scale)
 
     def loss_options(self, cfg) -> dict:
         return {"n_way": cfg.task.n_way}

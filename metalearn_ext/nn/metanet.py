@@ -68,12 +68,19 @@ class MetaNet(nn.Module):
         gradients: ``"vmap"`` — the S per-example gradients in one ``vmap(grad(...))`` call — or
             ``"loop"`` — one backward pass per support example, the original code's way.
         channels_last: NHWC convolutions (see :class:`AugmentedConvNet`).
+        attention_scale: the factor on the cosines before the attention's softmax (1: the
+            paper's). The keys are ReLU features, so their cosines lie in [0, 1] and with a factor
+            of 1 the attention over 20 support examples is nearly uniform: the query's fast weights
+            become an average of every class's.
+        learn_attention_scale: make that factor a parameter (stored as its log, starting at
+            ``attention_scale``), trained with the rest.
     """
 
     def __init__(self, max_way: int = 20, in_channels: int = 1, image_size: int = 28, hidden: int = 64,
                  depth: int = 5, embed: int = 64, meta_hidden: int = 20, p: float = 7.0,
                  fast_layers: int | None = None, gradients: GradientMode = "vmap",
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, attention_scale: float = 1.0,
+                 learn_attention_scale: bool = False) -> None:
         super().__init__()
         if not isinstance(max_way, int) or isinstance(max_way, bool) or max_way < 2:
             raise ValueError(f"MetaNet: max_way must be an int >= 2, got {max_way!r}")
@@ -90,6 +97,16 @@ class MetaNet(nn.Module):
             # at least 2: the output layer and fc, so that the key net has fast weights too
             raise ValueError(f"MetaNet: fast_layers must be None or an int in 2..{depth + 2} (depth + 2 layers), "
                              f"got {fast_layers!r}")
+        if (not isinstance(attention_scale, (int, float)) or isinstance(attention_scale, bool)
+                or not 0 < attention_scale < float("inf")):
+            raise ValueError(f"MetaNet: attention_scale must be a positive finite number, got {attention_scale!r}")
+        if not isinstance(learn_attention_scale, bool):
+            raise ValueError(f"MetaNet: learn_attention_scale must be a bool, got {learn_attention_scale!r}")
+        if learn_attention_scale:
+            self.log_attention_scale = nn.Parameter(torch.tensor(float(attention_scale)).log())
+        else:
+            self.log_attention_scale = None
+            self._attention_scale = float(attention_scale)
         self.max_way, self.p, self.fast_layers = max_way, float(p), fast_layers
         self.gradients = gradients
         self.base_learner = BaseMetaLearner(meta_hidden)
@@ -112,6 +129,13 @@ class MetaNet(nn.Module):
         if mode not in GRADIENT_MODES:
             raise ValueError(f"MetaNet: gradients must be one of {GRADIENT_MODES}, got {mode!r}")
         self._gradients = mode
+
+    @property
+    def attention_scale(self) -> Tensor | float:
+        """The factor on the attention's cosines: a 0-dim tensor when learned, else a float."""
+        if self.log_attention_scale is None:
+            return self._attention_scale
+        return self.log_attention_scale.exp()
 
     # ------------------------------------------------------------------ step 1: support gradients
     def support_gradients(self, support_x: Tensor, support_y: Tensor, n_way: int,
@@ -177,7 +201,8 @@ class MetaNet(nn.Module):
 
         keys = self.key.features(torch.cat([sx, qx]), key_fast)
         r_support, r_query = keys[: sx.shape[0]], keys[sx.shape[0]:]
-        attention = torch.softmax(F.normalize(r_query, dim=-1) @ F.normalize(r_support, dim=-1).T, dim=-1)  # (Q, S)
+        cosines = F.normalize(r_query, dim=-1) @ F.normalize(r_support, dim=-1).T  # (Q, S)
+        attention = torch.softmax(cosines * self.attention_scale, dim=-1)
         query_fast = self._unflat(attention @ memory, g_base, self.base.fan_in_scales(), (qx.shape[0],))
         return self.base(qx, query_fast, per_example=True, n_out=n_way)
 

@@ -95,4 +95,17 @@ def test_bad_config_values_name_the_key():
         _config(model={"fast_layers": 9})
     with pytest.raises(ConfigError, match="'model.gradients'"):
         _config(model={"gradients": "twice"})
+    with pytest.raises(ConfigError, match="'model.attention_scale': must be positive"):
+        _config(model={"attention_scale": 0.0})
+    with pytest.raises(ConfigError, match="'model.learn_attention_scale'"):
+        _config(model={"learn_attention_scale": "yes"})
     assert _config().train.clip == 10.0  # the paper's clip by default
+
+
+def test_learned_attention_scale_is_built_from_the_config_and_trained(tmp_path):
+    cfg = _config(model={"attention_scale": 5.0, "learn_attention_scale": True},
+                  train={"steps": 3, "lr": 0.05}, eval_={"check_episodes": 0})
+    assert run_training(cfg, tmp_path, log=quiet) == EXIT_OK
+    scale = load_checkpoint(tmp_path / "checkpoint.pt")["model"]["log_attention_scale"].exp().item()
+    assert scale != pytest.approx(5.0, abs=1e-6) and 0.5 < scale < 50  # moved by three Adam steps of 0.05
+    assert metalearn_ext.load_run(tmp_path).attention_scale.item() == pytest.approx(scale)

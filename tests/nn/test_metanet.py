@@ -137,3 +137,31 @@ def test_per_example_gradient_is_that_examples_own_loss_gradient():
     head_w = torch.autograd.grad(loss, model.base.head.weight)[0]
     torch.testing.assert_close(base["head.weight"][i], head_w)
     assert base["head.weight"][i][3:].abs().max() == 0  # rows beyond the episode's 3 ways are unused
+
+
+def test_attention_scale_sharpens_the_attention_and_is_learned_when_asked():
+    """The factor on the cosines multiplies the attention's logits: 1 is the paper's model; a learned
+    factor starts at attention_scale, gets a meta-gradient, and a larger factor changes the logits."""
+    sx, sy, qx, qy = _episode(n=4, dtype=torch.float64)
+    torch.manual_seed(2)
+    paper = MetaNet(**SMALL, fast_layers=2).double()
+    assert paper.attention_scale == 1.0 and paper.log_attention_scale is None
+    assert not any("attention" in n for n, _ in paper.named_parameters())
+    torch.manual_seed(2)
+    learned = MetaNet(**SMALL, fast_layers=2, attention_scale=1.0, learn_attention_scale=True).double()
+    torch.testing.assert_close(learned.predict(sx, sy, qx), paper.predict(sx, sy, qx))  # same start, same logits
+    loss, _ = learned.loss(sx, sy, qx, qy)
+    (g,) = torch.autograd.grad(loss, [learned.log_attention_scale])
+    assert torch.isfinite(g) and g != 0
+    torch.manual_seed(2)
+    sharp = MetaNet(**SMALL, fast_layers=2, attention_scale=50.0).double()
+    assert not torch.allclose(sharp.predict(sx, sy, qx), paper.predict(sx, sy, qx))
+    torch.manual_seed(2)
+    sharp_learned = MetaNet(**SMALL, fast_layers=2, attention_scale=50.0, learn_attention_scale=True).double()
+    torch.testing.assert_close(sharp_learned.attention_scale.detach(), torch.tensor(50.0, dtype=torch.float64))
+    torch.testing.assert_close(sharp_learned.predict(sx, sy, qx), sharp.predict(sx, sy, qx))
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="attention_scale must be a positive finite number"):
+            MetaNet(**SMALL, attention_scale=bad)
+    with pytest.raises(ValueError, match="learn_attention_scale must be a bool"):
+        MetaNet(**SMALL, learn_attention_scale=1)
