@@ -33,6 +33,7 @@ class MetaNetModelConfig:
     channels_last: bool = True  # NHWC convolutions: 1.9x faster evaluation on a CPU
     attention_scale: float = 1.0  # factor on the attention's cosines (1: the paper's)
     learn_attention_scale: bool = False  # train that factor (from attention_scale)
+    center_keys: bool = False  # subtract the support keys' mean before the cosines (False: the paper's)
 
     def check(self, section: str) -> None:
         check_positive(self, section, "hidden", "depth", "embed", "meta_hidden", "p", "attention_scale")
@@ -83,7 +84,7 @@ class MetaNetMethod(FewShotMethod):
         return MetaNet(max_way=m.max_way, in_channels=c, image_size=h, hidden=m.hidden, depth=m.depth,
                        embed=m.embed, meta_hidden=m.meta_hidden, p=m.p, fast_layers=m.fast_layers,
                        gradients=m.gradients, channels_last=m.channels_last, attention_scale=m.attention_scale,
-                       learn_attention_scale=m.learn_attention_scale)
+                       learn_attention_scale=m.learn_attention_scale, center_keys=m.center_keys)
 
     def loss_options(self, cfg) -> dict:
         return {"n_way": cfg.task.n_way}

@@ -165,3 +165,30 @@ def test_attention_scale_sharpens_the_attention_and_is_learned_when_asked():
             MetaNet(**SMALL, attention_scale=bad)
     with pytest.raises(ValueError, match="learn_attention_scale must be a bool"):
         MetaNet(**SMALL, learn_attention_scale=1)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_centred_keys_ignore_an_offset_shared_by_every_key(center):
+    """center_keys subtracts the support keys' mean before the cosines: an offset added to every key (what
+    makes a fresh model's keys nearly parallel) then leaves the logits unchanged; the paper's cosines move."""
+    sx, sy, qx, _ = _episode(n=4, dtype=torch.float64)
+    torch.manual_seed(3)
+    model = MetaNet(**SMALL, fast_layers=2, center_keys=center).double()
+    before = model.predict(sx, sy, qx).detach()
+    features = model.key.features
+    offset = torch.linspace(1.0, 3.0, SMALL["embed"], dtype=torch.float64)
+
+
+    def shifted(x, fast=None, per_example=False):  # the keys (read with the key fast weights) only, not the
+        out = features(x, fast, per_example)         # key net's own outputs, whose gradients make those weights
+        return out if fast is None else out + offset
+
+    model.key.features = shifted
+    after = model.predict(sx, sy, qx).detach()
+    assert torch.isfinite(after).all()
+    if center:
+        torch.testing.assert_close(after, before, rtol=1e-10, atol=1e-12)
+    else:
+        assert not torch.allclose(after, before, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="center_keys must be a bool"):
+        MetaNet(**SMALL, center_keys=1)
