@@ -75,9 +75,9 @@ class MetaNet(nn.Module):
         learn_attention_scale: make that factor a parameter (stored as its log, starting at
             ``attention_scale``), trained with the rest.
         center_keys: subtract the mean of the episode's support keys from every key (support and
-            query) before the cosines. The keys of a fresh model are nearly parallel (cosines
-            0.85–0.99 on Omniglot), so the paper's attention starts close to uniform; centred, the
-            cosines start spread over [−1, 1]. False: the paper's.
+            query) before the cosines. The keys of a fresh model are nearly parallel, so the
+            paper's attention starts close to uniform; centred, the cosines start spread over
+            [−1, 1]. False: the paper's.
     """
 
     def __init__(self, max_way: int = 20, in_channels: int = 1, image_size: int = 28, hidden: int = 64,
