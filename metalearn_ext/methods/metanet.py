@@ -34,6 +34,7 @@ class MetaNetModelConfig:
     attention_scale: float = 1.0  # factor on the attention's cosines (1: the paper's)
     learn_attention_scale: bool = False  # train that factor (from attention_scale)
     center_keys: bool = False  # subtract the support keys' mean before the cosines (False: the paper's)
+    anchor_fast_weights: bool = True  # init: a zero gradient gives a zero fast weight (false: a seed-set offset)
 
     def check(self, section: str) -> None:
         check_positive(self, section, "hidden", "depth", "embed", "meta_hidden", "p", "attention_scale")
@@ -84,7 +85,8 @@ class MetaNetMethod(FewShotMethod):
         return MetaNet(max_way=m.max_way, in_channels=c, image_size=h, hidden=m.hidden, depth=m.depth,
                        embed=m.embed, meta_hidden=m.meta_hidden, p=m.p, fast_layers=m.fast_layers,
                        gradients=m.gradients, channels_last=m.channels_last, attention_scale=m.attention_scale,
-                       learn_attention_scale=m.learn_attention_scale, center_keys=m.center_keys)
+                       learn_attention_scale=m.learn_attention_scale, center_keys=m.center_keys,
+                       anchor_fast_weights=m.anchor_fast_weights)
 
     def loss_options(self, cfg) -> dict:
         return {"n_way": cfg.task.n_way}

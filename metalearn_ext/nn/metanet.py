@@ -78,13 +78,21 @@ class MetaNet(nn.Module):
             query) before the cosines. The keys of a fresh model are nearly parallel, so the
             paper's attention starts close to uniform; centred, the cosines start spread over
             [−1, 1]. False: the paper's.
+        anchor_fast_weights: shift the meta learners' output biases at init so that a zero gradient
+            gives a zero fast weight. Without it the fast weights of a fresh model share a common
+            offset of either sign, set by the seed and for some seeds several times their spread
+            across coordinates; a positive one makes the first logits large (a first meta-loss of
+            4.9 or 12.0 at 30-way instead of ln 30 = 3.4, docs/RESULTS.md), and meta-training can
+            then collapse to the uniform prediction within ten steps and stay there. False: that
+            init (the default before 2026-12-08).
     """
 
     def __init__(self, max_way: int = 20, in_channels: int = 1, image_size: int = 28, hidden: int = 64,
                  depth: int = 5, embed: int = 64, meta_hidden: int = 20, p: float = 7.0,
                  fast_layers: int | None = None, gradients: GradientMode = "vmap",
                  channels_last: bool = False, attention_scale: float = 1.0,
-                 learn_attention_scale: bool = False, center_keys: bool = False) -> None:
+                 learn_attention_scale: bool = False, center_keys: bool = False,
+                 anchor_fast_weights: bool = True) -> None:
         super().__init__()
         if not isinstance(max_way, int) or isinstance(max_way, bool) or max_way < 2:
             raise ValueError(f"MetaNet: max_way must be an int >= 2, got {max_way!r}")
@@ -108,6 +116,8 @@ class MetaNet(nn.Module):
             raise ValueError(f"MetaNet: learn_attention_scale must be a bool, got {learn_attention_scale!r}")
         if not isinstance(center_keys, bool):
             raise ValueError(f"MetaNet: center_keys must be a bool, got {center_keys!r}")
+        if not isinstance(anchor_fast_weights, bool):
+            raise ValueError(f"MetaNet: anchor_fast_weights must be a bool, got {anchor_fast_weights!r}")
         self.center_keys = center_keys
         if learn_attention_scale:
             self.log_attention_scale = nn.Parameter(torch.tensor(float(attention_scale)).log())
@@ -118,6 +128,10 @@ class MetaNet(nn.Module):
         self.gradients = gradients
         self.base_learner = BaseMetaLearner(meta_hidden)
         self.key_learner = KeyMetaLearner(meta_hidden)
+        if anchor_fast_weights:
+            g0 = preprocess_gradients(torch.zeros(()), self.p)  # (2,): a zero gradient, preprocessed
+            self.base_learner.anchor(g0)
+            self.key_learner.anchor(g0, steps=max_way)
         k = fast_layers or depth + 2
         self._base_fast = self._params_of(self.base, self.base.layer_names()[-k:])
         self._key_fast = self._params_of(self.key, self.key.layer_names()[-k:-1])

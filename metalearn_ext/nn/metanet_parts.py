@@ -48,6 +48,12 @@ class BaseMetaLearner(nn.Module):
     def forward(self, g: Tensor) -> Tensor:
         return self.net(g).squeeze(-1)
 
+    @torch.no_grad()
+    def anchor(self, g0: Tensor) -> None:
+        """Shift the output layer's bias so that the preprocessed gradient ``g0`` (2,) (that of a zero
+        gradient) maps to a fast weight of exactly 0."""
+        self.net[-1].bias -= self(g0.reshape(1, 2))[0]
+
 
 class KeyMetaLearner(nn.Module):
     """d(G, {∇_i}): the key net's task-level fast weights, one coordinate at a time: an LSTM 2 → 20
@@ -72,6 +78,13 @@ class KeyMetaLearner(nn.Module):
         for g_t in g:
             state = self.cell(g_t, state)
         return self.out(state[0]).squeeze(-1)
+
+    @torch.no_grad()
+    def anchor(self, g0: Tensor, steps: int = 20) -> None:
+        """Shift the output layer's bias so that ``steps`` support examples, each with the preprocessed
+        gradient ``g0`` (2,) (that of a zero gradient), map to a fast weight of exactly 0 (the LSTM's
+        state for a constant input settles within a few steps, so other support sizes land near 0)."""
+        self.out.bias -= self(g0.reshape(1, 1, 2).expand(steps, 1, 2).contiguous())[0]
 
 
 def _conv(x: Tensor, w: Tensor, b: Tensor, per_example: bool) -> Tensor:
