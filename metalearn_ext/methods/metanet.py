@@ -34,7 +34,7 @@ class MetaNetModelConfig:
     attention_scale: float = 1.0  # factor on the attention's cosines (1: the paper's)
     learn_attention_scale: bool = False  # train that factor (from attention_scale)
     center_keys: bool = False  # subtract the support keys' mean before the cosines (False: the paper's)
-    anchor_fast_weights: bool = True  # init: a zero gradient gives a zero fast weight (false: a seed-set offset)
+    anchor_fast_weights: float | None = None  # init: the fast weight a zero gradient gives (null: a seed-set offset)
 
     def check(self, section: str) -> None:
         check_positive(self, section, "hidden", "depth", "embed", "meta_hidden", "p", "attention_scale")

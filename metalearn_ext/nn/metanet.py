@@ -18,6 +18,7 @@ code copied them to the host, which rules those out too).
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -78,13 +79,16 @@ class MetaNet(nn.Module):
             query) before the cosines. The keys of a fresh model are nearly parallel, so the
             paper's attention starts close to uniform; centred, the cosines start spread over
             [−1, 1]. False: the paper's.
-        anchor_fast_weights: shift the meta learners' output biases at init so that a zero gradient
-            gives a zero fast weight. Without it the fast weights of a fresh model share a common
-            offset of either sign, set by the seed and for some seeds several times their spread
-            across coordinates; a positive one makes the first logits large (a first meta-loss of
-            4.9 or 12.0 at 30-way instead of ln 30 = 3.4, docs/RESULTS.md), and meta-training can
-            then collapse to the uniform prediction within ten steps and stay there. False: that
-            init (the default before 2026-12-08).
+        anchor_fast_weights: None (the default), or a value v: shift both meta learners' output
+            biases at init so that a zero gradient gives the fast weight v (in units of the layer's
+            1/√fan_in; no other draw changes). Without it the fast weights of a fresh model share a
+            common offset whose sign and size the seed sets (for some seeds several times their
+            spread across coordinates). A positive offset opens every fast ReLU path at once, the
+            first logits are large (a first meta-loss of 4.9 or 12.0 at 30-way instead of ln 30 =
+            3.4, docs/RESULTS.md) and meta-training can collapse to the uniform prediction within ten
+            steps and stay there; seeds with a negative one learn. v = −1 starts every fast path
+            shut, as those seeds do; v = 0 removed the collapse but left another seed at the uniform
+            prediction for hundreds of steps (docs/RESULTS.md).
     """
 
     def __init__(self, max_way: int = 20, in_channels: int = 1, image_size: int = 28, hidden: int = 64,
@@ -92,7 +96,7 @@ class MetaNet(nn.Module):
                  fast_layers: int | None = None, gradients: GradientMode = "vmap",
                  channels_last: bool = False, attention_scale: float = 1.0,
                  learn_attention_scale: bool = False, center_keys: bool = False,
-                 anchor_fast_weights: bool = True) -> None:
+                 anchor_fast_weights: float | None = None) -> None:
         super().__init__()
         if not isinstance(max_way, int) or isinstance(max_way, bool) or max_way < 2:
             raise ValueError(f"MetaNet: max_way must be an int >= 2, got {max_way!r}")
@@ -116,8 +120,11 @@ class MetaNet(nn.Module):
             raise ValueError(f"MetaNet: learn_attention_scale must be a bool, got {learn_attention_scale!r}")
         if not isinstance(center_keys, bool):
             raise ValueError(f"MetaNet: center_keys must be a bool, got {center_keys!r}")
-        if not isinstance(anchor_fast_weights, bool):
-            raise ValueError(f"MetaNet: anchor_fast_weights must be a bool, got {anchor_fast_weights!r}")
+        if anchor_fast_weights is not None and (not isinstance(anchor_fast_weights, (int, float))
+                                                or isinstance(anchor_fast_weights, bool)
+                                                or not math.isfinite(anchor_fast_weights)):
+            raise ValueError(f"MetaNet: anchor_fast_weights must be None or a finite number, "
+                             f"got {anchor_fast_weights!r}")
         self.center_keys = center_keys
         if learn_attention_scale:
             self.log_attention_scale = nn.Parameter(torch.tensor(float(attention_scale)).log())
@@ -128,10 +135,10 @@ class MetaNet(nn.Module):
         self.gradients = gradients
         self.base_learner = BaseMetaLearner(meta_hidden)
         self.key_learner = KeyMetaLearner(meta_hidden)
-        if anchor_fast_weights:
+        if anchor_fast_weights is not None:
             g0 = preprocess_gradients(torch.zeros(()), self.p)  # (2,): a zero gradient, preprocessed
-            self.base_learner.anchor(g0)
-            self.key_learner.anchor(g0, steps=max_way)
+            self.base_learner.anchor(g0, float(anchor_fast_weights))
+            self.key_learner.anchor(g0, float(anchor_fast_weights), steps=max_way)
         k = fast_layers or depth + 2
         self._base_fast = self._params_of(self.base, self.base.layer_names()[-k:])
         self._key_fast = self._params_of(self.key, self.key.layer_names()[-k:-1])

@@ -49,10 +49,10 @@ class BaseMetaLearner(nn.Module):
         return self.net(g).squeeze(-1)
 
     @torch.no_grad()
-    def anchor(self, g0: Tensor) -> None:
+    def anchor(self, g0: Tensor, value: float = 0.0) -> None:
         """Shift the output layer's bias so that the preprocessed gradient ``g0`` (2,) (that of a zero
-        gradient) maps to a fast weight of exactly 0."""
-        self.net[-1].bias -= self(g0.reshape(1, 2))[0]
+        gradient) maps to a fast weight of exactly ``value``."""
+        self.net[-1].bias -= self(g0.reshape(1, 2))[0] - value
 
 
 class KeyMetaLearner(nn.Module):
@@ -80,11 +80,11 @@ class KeyMetaLearner(nn.Module):
         return self.out(state[0]).squeeze(-1)
 
     @torch.no_grad()
-    def anchor(self, g0: Tensor, steps: int = 20) -> None:
+    def anchor(self, g0: Tensor, value: float = 0.0, steps: int = 20) -> None:
         """Shift the output layer's bias so that ``steps`` support examples, each with the preprocessed
-        gradient ``g0`` (2,) (that of a zero gradient), map to a fast weight of exactly 0 (the LSTM's
-        state for a constant input settles within a few steps, so other support sizes land near 0)."""
-        self.out.bias -= self(g0.reshape(1, 1, 2).expand(steps, 1, 2).contiguous())[0]
+        gradient ``g0`` (2,) (that of a zero gradient), map to a fast weight of exactly ``value`` (the
+        LSTM's state for a constant input settles within a few steps, so other support sizes land near it)."""
+        self.out.bias -= self(g0.reshape(1, 1, 2).expand(steps, 1, 2).contiguous())[0] - value
 
 
 def _conv(x: Tensor, w: Tensor, b: Tensor, per_example: bool) -> Tensor:

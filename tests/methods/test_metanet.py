@@ -102,7 +102,8 @@ def test_bad_config_values_name_the_key():
     with pytest.raises(ConfigError, match="'model.center_keys'"):
         _config(model={"center_keys": 2})
     with pytest.raises(ConfigError, match="'model.anchor_fast_weights'"):
-        _config(model={"anchor_fast_weights": 1})
+        _config(model={"anchor_fast_weights": "yes"})
+    assert _config(model={"anchor_fast_weights": -1}).model.anchor_fast_weights == -1
     assert _config().train.clip == 10.0  # the paper's clip by default
 
 

@@ -195,29 +195,33 @@ def test_centred_keys_ignore_an_offset_shared_by_every_key(center):
 
 
 def test_anchored_fast_weights_start_without_a_common_offset():
-    """anchor_fast_weights (the default): a zero gradient maps to a zero fast weight at init (base MLP exactly; key LSTM
+    """anchor_fast_weights=v: a zero gradient maps to the fast weight v at init (base MLP exactly; key LSTM
     exactly at max_way support examples), and across seeds the fresh base fast weights of an episode have
-    no common offset of the seed's choosing; without it some seed's offset is several times their spread."""
+    no common offset of the seed's choosing; without it (the default) some seed's offset is several times
+    their spread. Only the two output biases differ from the default init."""
     g0 = preprocess_gradients(torch.zeros(()), 7.0)
     sx, sy, qx, _ = _episode(n=6)
-    offsets = {False: [], True: []}
-    for anchored in (False, True):
+    offsets = {None: [], 0.0: []}
+    for anchor in (None, 0.0, -1.0):
         for seed in range(6):
             torch.manual_seed(seed)
-            model = MetaNet(**SMALL, fast_layers=2, anchor_fast_weights=anchored)
-            if anchored:
-                assert model.base_learner(g0[None]).abs().item() < 1e-6
-                assert model.key_learner(g0.expand(SMALL["max_way"], 1, 2).contiguous()).abs().item() < 1e-6
-            g_base, _ = model.support_gradients(sx, sy, 6)
-            fast = model.base_learner(preprocess_gradients(model._flat(g_base), model.p))  # (S, P)
-            offsets[anchored].append((fast.mean() / fast.std()).abs().item())
-    assert max(offsets[False]) > 2.0, offsets
-    assert max(offsets[True]) < 1.0, offsets
+            model = MetaNet(**SMALL, fast_layers=2, anchor_fast_weights=anchor)
+            if anchor is not None:
+                torch.testing.assert_close(model.base_learner(g0[None]), torch.tensor([anchor]))
+                key = model.key_learner(g0.expand(SMALL["max_way"], 1, 2).contiguous())
+                torch.testing.assert_close(key, torch.tensor([anchor]))
+            if anchor in offsets:
+                g_base, _ = model.support_gradients(sx, sy, 6)
+                fast = model.base_learner(preprocess_gradients(model._flat(g_base), model.p))  # (S, P)
+                offsets[anchor].append((fast.mean() / fast.std()).abs().item())
+    assert max(offsets[None]) > 2.0, offsets
+    assert max(offsets[0.0]) < 1.0, offsets
     torch.manual_seed(0)
-    a = MetaNet(**SMALL, anchor_fast_weights=True)
+    a = MetaNet(**SMALL, anchor_fast_weights=-1)
     torch.manual_seed(0)
-    b = MetaNet(**SMALL, anchor_fast_weights=False)
+    b = MetaNet(**SMALL)
     changed = [n for n, p in a.named_parameters() if not torch.equal(p, b.state_dict()[n])]
     assert changed == ["base_learner.net.4.bias", "key_learner.out.bias"]  # the same draws otherwise
-    with pytest.raises(ValueError, match="anchor_fast_weights must be a bool"):
-        MetaNet(**SMALL, anchor_fast_weights="yes")
+    for bad in ("yes", True, float("inf")):
+        with pytest.raises(ValueError, match="anchor_fast_weights must be None or a finite number"):
+            MetaNet(**SMALL, anchor_fast_weights=bad)
